@@ -1,0 +1,108 @@
+use std::io::Write;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::consts::{CODEC_STORE, HEADER_LEN};
+use crate::index::{ChunkRecord, Digest, Entry, Index};
+use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
+use crate::{Error, Result};
+
+/// Writes an archive front to back, never seeking, so it can write to a pipe.
+///
+/// Chunks are appended as they come; [`ArchiveWriter::finish`] writes the index and the
+/// trailer. Until then the output is not a valid archive, which is why callers write to
+/// a temporary name.
+#[derive(Debug)]
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    position: u64,
+    chunks: Vec<ChunkRecord>,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive by writing the file header.
+    pub fn new(mut out: W) -> Result<Self> {
+        out.write_all(&Header::CURRENT.to_bytes())
+            .map_err(Error::io("writing the archive header"))?;
+        Ok(ArchiveWriter {
+            out,
+            position: HEADER_LEN as u64,
+            chunks: Vec::new(),
+        })
+    }
+
+    /// Appends one coded chunk and returns its number in the index.
+    pub fn push_chunk(
+        &mut self,
+        codec: u8,
+        raw_len: u32,
+        stored: &[u8],
+        digest: Digest,
+    ) -> Result<u32> {
+        let header = FrameHeader::new(FrameKind::Chunk, codec, raw_len, stored)?;
+        let number = u32::try_from(self.chunks.len()).map_err(|_| Error::InvalidIndex {
+            reason: "more than 2^32 chunks".into(),
+        })?;
+        let offset = self.write_frame(header, stored)?;
+        self.chunks.push(ChunkRecord {
+            offset,
+            raw_len,
+            stored_len: header.stored_len,
+            codec,
+            digest,
+        });
+        Ok(number)
+    }
+
+    /// The chunks written so far.
+    pub fn chunks(&self) -> &[ChunkRecord] {
+        &self.chunks
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Writes the index and the trailer, flushes, and gives the output back.
+    pub fn finish(mut self, entries: Vec<Entry>, merkle_root: Digest) -> Result<W> {
+        let index = Index {
+            chunks: std::mem::take(&mut self.chunks),
+            entries,
+            merkle_root,
+        };
+        let index_offset = self.position;
+        index.validate(index_offset)?;
+        let bytes = index.to_bytes();
+        let raw_len = u32::try_from(bytes.len()).map_err(|_| Error::LimitExceeded {
+            what: "index",
+            offset: index_offset,
+            declared: bytes.len() as u64,
+            limit: u32::MAX.into(),
+        })?;
+        let header = FrameHeader::new(FrameKind::Index, CODEC_STORE, raw_len, &bytes)?;
+        self.write_frame(header, &bytes)?;
+        let trailer = Trailer {
+            index_offset,
+            index_len: bytes.len() as u64,
+            index_digest: Sha256::digest(&bytes).into(),
+        };
+        self.out
+            .write_all(&trailer.to_bytes())
+            .map_err(Error::io("writing the archive trailer"))?;
+        self.out
+            .flush()
+            .map_err(Error::io("flushing the archive"))?;
+        Ok(self.out)
+    }
+
+    fn write_frame(&mut self, header: FrameHeader, stored: &[u8]) -> Result<u64> {
+        let offset = self.position;
+        self.out
+            .write_all(&header.to_bytes())
+            .and_then(|()| self.out.write_all(stored))
+            .map_err(Error::io("writing a frame"))?;
+        self.position += (header.to_bytes().len() + stored.len()) as u64;
+        Ok(offset)
+    }
+}
