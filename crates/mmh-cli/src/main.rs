@@ -1,1 +1,524 @@
-fn main() {}
+//! `mmh`: fold, unfold, verify, list and cat MMH-RS archives. A thin shell over
+//! `mmh-dir`: argument parsing, progress display, JSON output and exit codes.
+//!
+//! Exit codes: 0 success (also when a reader closes our standard output early),
+//! 1 error, 2 usage error, 3 integrity failure (damaged or hostile archive),
+//! 130 interrupted.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mmh_codecs::{CodecChoice, EncodeParams};
+use mmh_dir::{FoldOptions, Observer, Overwrite, PendingFile};
+use serde_json::json;
+
+mod size;
+
+/// Exit code for a damaged or hostile archive.
+const EXIT_INTEGRITY: u8 = 3;
+/// Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "mmh",
+    version,
+    about = "Fold (compress) and unfold files into verifiable, seekable MMH-RS archives"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fold a file or standard input (`-`) into an archive.
+    Fold(FoldArgs),
+    /// Unfold an archive (`-` for standard input) into a file or standard output (`-`).
+    Unfold(UnfoldArgs),
+    /// Decode and check everything in an archive (`-` for standard input).
+    Verify(VerifyArgs),
+    /// List the entries of an archive with sizes, ratio and codecs.
+    List(ListArgs),
+    /// Write an entry (or a byte range of it) to standard output.
+    Cat(CatArgs),
+}
+
+#[derive(Args)]
+struct FoldArgs {
+    /// File to fold, or `-` for standard input.
+    input: PathBuf,
+    /// Archive to write, or `-` for standard output [default: INPUT.mmh; `-` for stdin].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Codec: auto picks per chunk among pattern, zstd, lz4 and store.
+    #[arg(long, default_value = "auto")]
+    codec: CodecChoice,
+    /// zstd level (1-22).
+    #[arg(long, default_value_t = 3)]
+    level: i32,
+    /// zstd long-distance matching (finds repeats far apart within a chunk).
+    #[arg(long)]
+    long: bool,
+    /// Bytes per chunk, e.g. 4M, 512K, 1048576 (at most 64M).
+    #[arg(long, default_value = "4M", value_parser = size::parse)]
+    chunk_size: u64,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct UnfoldArgs {
+    /// Archive to unfold, or `-` for standard input.
+    archive: PathBuf,
+    /// Where to write, or `-` for standard output [default: ARCHIVE without .mmh].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Entry to extract when the archive holds several.
+    entry: Option<String>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Archive to check, or `-` for standard input.
+    archive: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Archive to list.
+    archive: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct CatArgs {
+    /// Archive to read.
+    archive: PathBuf,
+    /// Entry to write.
+    entry: String,
+    /// Byte range START..END of the entry (END is clamped to its size).
+    #[arg(long, value_parser = size::parse_range)]
+    range: Option<std::ops::Range<u64>>,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Overwrite an existing output.
+    #[arg(short, long)]
+    force: bool,
+    /// Print a machine-readable summary (JSON) on standard output.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    // First Ctrl-C: stop cleanly (temporary outputs are removed); second: exit at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    });
+    match run(cli, &cancel) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Maps an error to its exit code after printing it.
+fn report(err: &anyhow::Error) -> ExitCode {
+    let broken_pipe = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe);
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let dir = err.chain().find_map(|e| e.downcast_ref::<mmh_dir::Error>());
+    if dir.is_some_and(mmh_dir::Error::is_cancelled) {
+        eprintln!("mmh: interrupted; no partial output was left under the final name");
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    eprintln!("mmh: error: {err:#}");
+    if dir.is_some_and(mmh_dir::Error::is_integrity) {
+        ExitCode::from(EXIT_INTEGRITY)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(cli: Cli, cancel: &Arc<AtomicBool>) -> Result<ExitCode> {
+    match cli.command {
+        Command::Fold(args) => fold(args, cancel),
+        Command::Unfold(args) => unfold(args, cancel),
+        Command::Verify(args) => verify(args, cancel),
+        Command::List(args) => list(args),
+        Command::Cat(args) => cat(args),
+    }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Progress bar on a terminal, nothing when piped or asked to be quiet.
+struct Progress {
+    bar: ProgressBar,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Progress {
+    fn new(total: Option<u64>, common: &Common, cancel: &Arc<AtomicBool>) -> Self {
+        let visible = !common.quiet && !common.json && io::stderr().is_terminal();
+        let bar = match total {
+            Some(total) => ProgressBar::new(total),
+            None => ProgressBar::new_spinner(),
+        };
+        bar.set_draw_target(if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        Progress {
+            bar,
+            cancel: Arc::clone(cancel),
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn progress(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn overwrite(common: &Common) -> Overwrite {
+    if common.force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    }
+}
+
+/// Opens the output: standard output (refused when it is a terminal, since archives are
+/// binary) or a pending file that becomes visible only on commit.
+enum Output {
+    Stdout,
+    File(PendingFile),
+}
+
+impl Output {
+    fn open(path: &Path, common: &Common, binary: bool) -> Result<Output> {
+        if is_stdio(path) {
+            if binary && io::stdout().is_terminal() {
+                bail!("refusing to write binary data to a terminal; use -o FILE or a pipe");
+            }
+            Ok(Output::Stdout)
+        } else {
+            Ok(Output::File(PendingFile::create(path, overwrite(common))?))
+        }
+    }
+
+    fn commit(self) -> Result<()> {
+        match self {
+            Output::Stdout => io::stdout().flush().context("cannot flush standard output"),
+            Output::File(pending) => Ok(pending.commit()?),
+        }
+    }
+}
+
+fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
+    let from_stdin = is_stdio(&args.input);
+    let output_path = match (&args.output, from_stdin) {
+        (Some(path), _) => path.clone(),
+        (None, true) => PathBuf::from("-"),
+        (None, false) => {
+            let mut name = args.input.clone().into_os_string();
+            name.push(".mmh");
+            PathBuf::from(name)
+        }
+    };
+    let options = FoldOptions {
+        encode: EncodeParams {
+            choice: args.codec,
+            zstd_level: args.level,
+            zstd_long: args.long,
+        },
+        chunk_size: u32::try_from(args.chunk_size).unwrap_or(u32::MAX),
+        threads: args.threads,
+        ..FoldOptions::default()
+    };
+    let total = (!from_stdin)
+        .then(|| args.input.metadata().ok().map(|m| m.len()))
+        .flatten();
+    let mut output = Output::open(&output_path, &args.common, true)?;
+    let progress = Progress::new(total, &args.common, cancel);
+    let started = Instant::now();
+    let summary = {
+        let sink: Box<dyn Write + Send> = match &mut output {
+            Output::Stdout => Box::new(io::stdout()),
+            Output::File(pending) => Box::new(pending.file()),
+        };
+        let sink = io::BufWriter::with_capacity(1 << 20, sink);
+        if from_stdin {
+            mmh_dir::fold_stream(
+                io::stdin(),
+                mmh_dir::EntryMeta::stdin(),
+                sink,
+                &options,
+                &progress,
+            )?
+        } else {
+            mmh_dir::fold_file(&args.input, sink, &options, &progress)?
+        }
+    };
+    output.commit()?;
+    drop(progress);
+    let seconds = started.elapsed().as_secs_f64();
+    let ratio = summary.archive_bytes as f64 / summary.input_bytes.max(1) as f64;
+    let mb_per_s = summary.input_bytes as f64 / 1e6 / seconds.max(1e-9);
+    if args.common.json {
+        let codecs: serde_json::Map<String, serde_json::Value> = summary
+            .chunks_by_codec
+            .iter()
+            .map(|(c, n)| (c.to_string(), json!(n)))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "input": args.input, "output": output_path,
+                "input_bytes": summary.input_bytes, "archive_bytes": summary.archive_bytes,
+                "ratio": ratio, "seconds": seconds, "mb_per_s": mb_per_s, "chunks_by_codec": codecs,
+            })
+        );
+    } else if !args.common.quiet && !is_stdio(&output_path) {
+        eprintln!(
+            "{} -> {}: {} -> {} bytes ({:.2}%), {:.1} MB/s",
+            args.input.display(),
+            output_path.display(),
+            summary.input_bytes,
+            summary.archive_bytes,
+            ratio * 100.0,
+            mb_per_s
+        );
+    }
+    Ok(())
+}
+
+fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
+    let output_path = match &args.output {
+        Some(path) => path.clone(),
+        None if is_stdio(&args.archive) => PathBuf::from("-"),
+        None => match args.archive.extension() {
+            Some(ext) if ext == "mmh" => args.archive.with_extension(""),
+            _ => bail!(
+                "cannot derive an output name from {} (no .mmh extension); use -o",
+                args.archive.display()
+            ),
+        },
+    };
+    let progress_common = &args.common;
+    let started = Instant::now();
+    let written = if is_stdio(&args.archive) {
+        if args.entry.is_some() {
+            bail!(
+                "an archive read from a pipe holds one file; naming an entry needs an archive file"
+            );
+        }
+        let progress = Progress::new(None, progress_common, cancel);
+        let summary = if is_stdio(&output_path) {
+            mmh_dir::unfold_stream(io::stdin(), io::stdout(), &progress)?
+        } else {
+            mmh_dir::unfold_stream_to_path(
+                io::stdin(),
+                &output_path,
+                overwrite(&args.common),
+                &progress,
+            )?
+        };
+        summary.bytes
+    } else {
+        let archive = mmh_dir::open_archive(&args.archive)?;
+        let entry = match &args.entry {
+            Some(name) => mmh_dir::find_entry(archive.index(), name)?,
+            None => mmh_dir::single_file(archive.index())?,
+        };
+        let size = match &entry.kind {
+            mmh_format::EntryKind::File { size, .. } => *size,
+            _ => 0,
+        };
+        let progress = Progress::new(Some(size), progress_common, cancel);
+        if is_stdio(&output_path) {
+            mmh_dir::unfold_entry(&archive, entry, io::stdout(), &progress)?
+        } else {
+            mmh_dir::unfold_to_path(
+                &archive,
+                entry,
+                &output_path,
+                overwrite(&args.common),
+                &progress,
+            )?
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if args.common.json {
+        println!(
+            "{}",
+            json!({"archive": args.archive, "output": output_path, "bytes": written, "seconds": seconds})
+        );
+    }
+    Ok(())
+}
+
+fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
+    let result = if is_stdio(&args.archive) {
+        let progress = Progress::new(None, &args.common, cancel);
+        mmh_dir::unfold_stream(io::stdin(), io::sink(), &progress).map(|s| {
+            json!({
+                "entries": 1, "content_bytes": s.bytes,
+            })
+        })
+    } else {
+        mmh_dir::open_archive(&args.archive).and_then(|archive| {
+            let total = archive
+                .index()
+                .entries
+                .iter()
+                .map(|e| match &e.kind {
+                    mmh_format::EntryKind::File { size, .. } => *size,
+                    _ => 0,
+                })
+                .sum();
+            let progress = Progress::new(Some(total), &args.common, cancel);
+            let report = mmh_verify::verify_archive(&archive, &|n| progress.progress(n))?;
+            Ok(json!({
+                "entries": report.entries, "chunks": report.chunks, "content_bytes": report.content_bytes,
+            }))
+        })
+    };
+    match result {
+        Ok(mut summary) => {
+            if args.common.json {
+                summary["ok"] = json!(true);
+                summary["archive"] = json!(args.archive);
+                println!("{summary}");
+            } else if !args.common.quiet {
+                eprintln!(
+                    "{}: OK ({} bytes of content checked)",
+                    args.archive.display(),
+                    summary["content_bytes"]
+                );
+            }
+            Ok(())
+        }
+        Err(err) => {
+            if args.common.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "archive": args.archive, "integrity_failure": err.is_integrity(), "error": err.to_string()})
+                );
+            }
+            Err(err.into())
+        }
+    }
+}
+
+fn list(args: ListArgs) -> Result<()> {
+    let archive = mmh_dir::open_archive(&args.archive)?;
+    let listing = mmh_dir::list_entries(archive.index());
+    let mut out = io::stdout().lock();
+    if args.common.json {
+        let entries: Vec<_> = listing
+            .iter()
+            .map(|l| {
+                json!({
+                    "name": l.entry.name, "size": l.size, "stored": l.stored, "ratio": l.ratio(),
+                    "mode": format!("{:o}", l.entry.mode), "mtime": l.entry.mtime.secs,
+                    "codecs": l.codecs.iter().map(|(c, b)| json!({"codec": c, "bytes": b})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"archive": args.archive, "entries": entries})
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>14} {:>14} {:>7}  {:<24} name",
+        "size", "stored", "ratio", "codecs"
+    )?;
+    for l in &listing {
+        let codecs: Vec<String> = l.codecs.iter().map(|(c, _)| c.clone()).collect();
+        writeln!(
+            out,
+            "{:>14} {:>14} {:>6.2}%  {:<24} {}",
+            l.size,
+            l.stored,
+            l.ratio() * 100.0,
+            codecs.join(","),
+            l.entry.name
+        )?;
+    }
+    Ok(())
+}
+
+fn cat(args: CatArgs) -> Result<()> {
+    if is_stdio(&args.archive) {
+        bail!("cat needs a seekable archive file; to read from a pipe use `mmh unfold - -o -`");
+    }
+    let archive = mmh_dir::open_archive(&args.archive)?;
+    match args.range {
+        Some(range) => {
+            mmh_dir::read_range(&archive, &args.entry, range, io::stdout())?;
+        }
+        None => {
+            let entry = mmh_dir::find_entry(archive.index(), &args.entry)?;
+            mmh_dir::unfold_entry(&archive, entry, io::stdout(), &mmh_dir::Quiet)?;
+        }
+    }
+    io::stdout().flush()?;
+    Ok(())
+}

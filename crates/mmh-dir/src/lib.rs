@@ -1,1 +1,65 @@
-//! wip
+//! The MMH-RS fold/unfold pipeline: the library that every front end (the `mmh` CLI,
+//! the Python module, `cargo xtask`) calls.
+//!
+//! Folding reads the input in batches of chunks, hashes them through an
+//! [`mmh_codecs::Accelerator`], codes them in parallel (rayon) and writes them in order
+//! with [`mmh_format::ArchiveWriter`]; memory holds two batches whatever the input size.
+//! Unfolding decodes chunks in parallel through [`mmh_verify::decode_run`], so no byte
+//! is written that has not matched its SHA-256, and outputs reach their final name only
+//! once complete and verified ([`PendingFile`]).
+//!
+//! Directory walking, content-defined chunking and dedup across files and versions are
+//! this crate's next step (see the directory issue); today it folds one file or stream.
+//!
+//! ```
+//! use mmh_dir::{EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
+//! use mmh_format::Archive;
+//!
+//! let data = b"weights ".repeat(10_000);
+//! let mut archive = Vec::new();
+//! let meta = EntryMeta { name: "w.bin".into(), mode: 0o644, mtime: Default::default() };
+//! let summary = fold_stream(&data[..], meta, &mut archive, &FoldOptions::default(), &Quiet)?;
+//! assert!(summary.archive_bytes < 1_000);
+//!
+//! let archive = Archive::open(archive)?;
+//! let mut out = Vec::new();
+//! unfold_entry(&archive, single_file(archive.index())?, &mut out, &Quiet)?;
+//! assert_eq!(out, data);
+//! # Ok::<(), mmh_dir::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod fold;
+mod list;
+mod output;
+mod unfold;
+
+pub use error::{Error, Result};
+pub use fold::{DEFAULT_CHUNK_SIZE, EntryMeta, FoldOptions, FoldSummary, fold_file, fold_stream};
+pub use list::{EntryListing, list_entries};
+pub use output::{Overwrite, PendingFile};
+pub use unfold::{
+    StreamSummary, find_entry, open_archive, read_range, single_file, unfold_entry, unfold_stream,
+    unfold_stream_to_path, unfold_to_path,
+};
+
+/// Watches a long operation: receives progress and may ask it to stop.
+pub trait Observer: Sync {
+    /// `bytes` more bytes of content were processed.
+    fn progress(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// Polled between batches; returning true stops the operation with
+    /// [`Error::Cancelled`] and leaves no output under its final name.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that ignores progress and never cancels.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Observer for Quiet {}

@@ -23,7 +23,8 @@
 //!     mtime: Timestamp::default(),
 //!     kind: EntryKind::File { size: 5, digest: [9; 32], chunks: vec![chunk] },
 //! };
-//! let bytes = writer.finish(vec![entry], [0; 32])?;
+//! let (bytes, len) = writer.finish(vec![entry], [0; 32])?;
+//! assert_eq!(len, bytes.len() as u64);
 //!
 //! let archive = Archive::open(bytes)?;
 //! let mut buf = Vec::new();

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::consts::{CODEC_STORE, HEADER_LEN};
+use crate::consts::{CODEC_STORE, HEADER_LEN, TRAILER_LEN};
 use crate::index::{ChunkRecord, Digest, Entry, Index};
 use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
 use crate::{Error, Result};
@@ -64,8 +64,9 @@ impl<W: Write> ArchiveWriter<W> {
         self.position
     }
 
-    /// Writes the index and the trailer, flushes, and gives the output back.
-    pub fn finish(mut self, entries: Vec<Entry>, merkle_root: Digest) -> Result<W> {
+    /// Writes the index and the trailer, flushes, and gives back the output and the
+    /// archive's total length.
+    pub fn finish(mut self, entries: Vec<Entry>, merkle_root: Digest) -> Result<(W, u64)> {
         let index = Index {
             chunks: std::mem::take(&mut self.chunks),
             entries,
@@ -93,7 +94,7 @@ impl<W: Write> ArchiveWriter<W> {
         self.out
             .flush()
             .map_err(Error::io("flushing the archive"))?;
-        Ok(self.out)
+        Ok((self.out, self.position + TRAILER_LEN as u64))
     }
 
     fn write_frame(&mut self, header: FrameHeader, stored: &[u8]) -> Result<u64> {

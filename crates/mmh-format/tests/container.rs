@@ -32,7 +32,9 @@ fn build(chunks: &[Vec<u8>]) -> Vec<u8> {
             chunks: refs,
         },
     };
-    writer.finish(vec![entry], [0xCD; 32]).unwrap()
+    let (bytes, len) = writer.finish(vec![entry], [0xCD; 32]).unwrap();
+    assert_eq!(len, bytes.len() as u64);
+    bytes
 }
 
 /// Reads every chunk of an archive by seeking; returns the chunks and the index.

@@ -1,0 +1,58 @@
+//! Chunk codecs for MMH-RS, and the operations a GPU can take over.
+//!
+//! An MMH-RS archive is a sequence of chunks, each stored with one codec. This crate
+//! turns a raw chunk into its stored bytes and back:
+//!
+//! - [`encode`] picks a codec per chunk ([`CodecChoice::Auto`]) or uses the one asked
+//!   for, and never returns more bytes than it was given: a chunk that would grow is
+//!   stored as it is.
+//! - [`decode`] rebuilds exactly the recorded raw length, and treats `stored` as hostile:
+//!   it returns [`Error::Corrupt`] rather than panicking, and allocates no more than the
+//!   raw length.
+//!
+//! The codecs are [`CodecId::Store`], [`CodecId::Zstd`], [`CodecId::Lz4`] and
+//! [`CodecId::Pattern`]. `mmh-format` stores a codec id as an opaque byte and knows
+//! nothing about codecs, so new ones (tensor-aware transforms, for example) plug in here
+//! as new [`CodecId`] variants without touching the container format code.
+//!
+//! The [`Accelerator`] trait covers the bulk work that a GPU backend (in the `mmh-opencl`
+//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches and content-defined
+//! chunk boundaries. [`CpuAccelerator`] is the reference every backend must match byte
+//! for byte.
+//!
+//! This crate has no Cargo features.
+//!
+//! # Example
+//!
+//! ```
+//! use mmh_codecs::{CodecChoice, CodecId, EncodeParams, decode, encode};
+//!
+//! let raw = b"weights weights weights and some more weights".repeat(100);
+//! let params = EncodeParams {
+//!     choice: CodecChoice::Auto,
+//!     ..EncodeParams::default()
+//! };
+//!
+//! let mut stored = Vec::new();
+//! let codec = encode(&raw, &params, &mut stored)?;
+//! assert!(stored.len() < raw.len());
+//! assert_ne!(codec, CodecId::Store);
+//!
+//! // The container records the codec id and the raw length next to the stored bytes.
+//! let mut back = Vec::new();
+//! decode(codec, &stored, raw.len(), &mut back)?;
+//! assert_eq!(back, raw);
+//! # Ok::<(), mmh_codecs::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod accel;
+mod codec;
+mod error;
+mod pattern;
+
+pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};
+pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode};
+pub use error::Error;
+pub use pattern::MAX_PATTERN_PERIOD;

@@ -1,0 +1,120 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can stop a fold, an unfold or a read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The archive container is damaged or unreadable.
+    #[error(transparent)]
+    Format(#[from] mmh_format::Error),
+    /// Decoded content failed a check, or its consumer failed.
+    #[error(transparent)]
+    Verify(Box<mmh_verify::Error>),
+    /// A codec refused its parameters or failed.
+    #[error(transparent)]
+    Codec(#[from] mmh_codecs::Error),
+    /// A file or stream could not be read or written.
+    #[error("{context} {}: {source}", path.as_ref().map_or_else(|| "(stream)".into(), |p| p.display().to_string()))]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The file concerned, if any.
+        path: Option<PathBuf>,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The output exists and overwriting was not asked for.
+    #[error("{} already exists (use --force to overwrite)", path.display())]
+    OutputExists {
+        /// The existing output.
+        path: PathBuf,
+    },
+    /// The operation was cancelled (Ctrl-C); no output was left under its final name.
+    #[error("cancelled")]
+    Cancelled,
+    /// The archive has no entry of that name.
+    #[error("no entry named {name:?} in the archive")]
+    NoSuchEntry {
+        /// The name asked for.
+        name: String,
+    },
+    /// The entry is not a regular file.
+    #[error("entry {name:?} is not a regular file")]
+    NotAFile {
+        /// The entry's name.
+        name: String,
+    },
+    /// The operation needs an archive holding exactly one file.
+    #[error(
+        "the archive holds {entries} entries; this operation needs exactly one file (name the entry to extract it)"
+    )]
+    NotSingleFile {
+        /// How many entries it holds.
+        entries: usize,
+    },
+    /// A byte range starts past the end of the entry or is reversed.
+    #[error("range {start}..{end} is outside entry {name:?} of {size} bytes")]
+    BadRange {
+        /// The entry.
+        name: String,
+        /// Start of the range asked for.
+        start: u64,
+        /// End of the range asked for.
+        end: u64,
+        /// Size of the entry.
+        size: u64,
+    },
+    /// The archive's chunks are not in content order, so it cannot be unfolded front to
+    /// back from a pipe.
+    #[error("this archive's chunks are not in content order; read it from a file, not a pipe")]
+    NotStreamable,
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+impl From<mmh_verify::Error> for Error {
+    fn from(e: mmh_verify::Error) -> Self {
+        Error::Verify(Box::new(e))
+    }
+}
+
+impl Error {
+    /// True when the archive's bytes are at fault (exit code 3 in the CLI).
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            Error::Format(e) => e.is_integrity(),
+            Error::Verify(e) => e.is_integrity(),
+            _ => false,
+        }
+    }
+
+    /// True when the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Error::Cancelled => true,
+            Error::Verify(e) => matches!(
+                &**e,
+                mmh_verify::Error::Sink { source, .. } if source.kind() == io::ErrorKind::Interrupted
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(
+        context: &'static str,
+        path: Option<&std::path::Path>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.map(std::path::Path::to_path_buf);
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,58 @@
+use mmh_codecs::CodecId;
+use mmh_format::consts::FRAME_HEADER_LEN;
+use mmh_format::{Entry, EntryKind, Index};
+
+/// One line of an archive listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryListing<'a> {
+    /// The entry.
+    pub entry: &'a Entry,
+    /// Content size (0 for non-files).
+    pub size: u64,
+    /// Archive bytes its chunk frames take (shared chunks count for each entry).
+    pub stored: u64,
+    /// Codecs its chunks use, with the raw bytes each codes (a codec id this build does
+    /// not know is listed as its number).
+    pub codecs: Vec<(String, u64)>,
+}
+
+impl EntryListing<'_> {
+    /// Stored size over content size (1.0 for empty content).
+    pub fn ratio(&self) -> f64 {
+        if self.size == 0 {
+            1.0
+        } else {
+            self.stored as f64 / self.size as f64
+        }
+    }
+}
+
+/// Describes every entry: size, stored size and codecs.
+pub fn list_entries(index: &Index) -> Vec<EntryListing<'_>> {
+    index
+        .entries
+        .iter()
+        .map(|entry| {
+            let mut listing = EntryListing {
+                entry,
+                size: 0,
+                stored: 0,
+                codecs: Vec::new(),
+            };
+            if let EntryKind::File { size, chunks, .. } = &entry.kind {
+                listing.size = *size;
+                for &c in chunks {
+                    let record = &index.chunks[c as usize];
+                    listing.stored += (FRAME_HEADER_LEN as u64) + u64::from(record.stored_len);
+                    let name = CodecId::try_from(record.codec)
+                        .map_or_else(|_| format!("codec#{}", record.codec), |id| id.to_string());
+                    match listing.codecs.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, bytes)) => *bytes += u64::from(record.raw_len),
+                        None => listing.codecs.push((name, u64::from(record.raw_len))),
+                    }
+                }
+            }
+            listing
+        })
+        .collect()
+}
