@@ -225,6 +225,10 @@ fn fold_in_pool(
         }
         batch = next?;
     }
+    // A cancel that arrives while the last batch is read must still win over committing.
+    if observer.cancelled() {
+        return Err(Error::Cancelled);
+    }
     let entry = Entry {
         name: meta.name,
         mode: meta.mode,
