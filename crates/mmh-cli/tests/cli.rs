@@ -39,7 +39,11 @@ fn fold(input: &Path, archive: &Path) {
 
 fn stdout_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -59,13 +63,26 @@ fn fold_json_summary_and_list_and_verify() {
     let (dir, input, data) = setup();
     let archive = dir.path().join("a.mmh");
     let summary = stdout_json(
-        mmh().args(["fold", "--json", "--codec", "zstd", "--level", "5", "--threads", "2"])
+        mmh()
+            .args([
+                "fold",
+                "--json",
+                "--codec",
+                "zstd",
+                "--level",
+                "5",
+                "--threads",
+                "2",
+            ])
             .arg(&input)
             .arg("-o")
             .arg(&archive),
     );
     assert_eq!(summary["input_bytes"], data.len() as u64);
-    assert_eq!(summary["archive_bytes"], std::fs::metadata(&archive).unwrap().len());
+    assert_eq!(
+        summary["archive_bytes"],
+        std::fs::metadata(&archive).unwrap().len()
+    );
     assert!(summary["ratio"].as_f64().unwrap() < 0.5);
 
     let listing = stdout_json(mmh().args(["list", "--json"]).arg(&archive));
@@ -74,7 +91,10 @@ fn fold_json_summary_and_list_and_verify() {
     assert_eq!(entry["size"], data.len() as u64);
     let text = mmh().arg("list").arg(&archive).output().unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.lines().nth(1).unwrap().ends_with(" input.bin"), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().ends_with(" input.bin"),
+        "{text}"
+    );
 
     let report = stdout_json(mmh().args(["verify", "--json"]).arg(&archive));
     assert_eq!(report["ok"], true);
@@ -87,8 +107,20 @@ fn every_codec_roundtrips_through_the_cli() {
     for codec in ["auto", "zstd", "lz4", "pattern", "store"] {
         let archive = dir.path().join(format!("{codec}.mmh"));
         let output = dir.path().join(format!("{codec}.out"));
-        mmh().args(["fold", "-q", "--codec", codec, "--chunk-size", "100000"]).arg(&input).arg("-o").arg(&archive).assert().success();
-        mmh().args(["unfold", "-q"]).arg(&archive).arg("-o").arg(&output).assert().success();
+        mmh()
+            .args(["fold", "-q", "--codec", codec, "--chunk-size", "100000"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&archive)
+            .assert()
+            .success();
+        mmh()
+            .args(["unfold", "-q"])
+            .arg(&archive)
+            .arg("-o")
+            .arg(&output)
+            .assert()
+            .success();
         assert_eq!(std::fs::read(&output).unwrap(), data, "codec {codec}");
     }
 }
@@ -96,13 +128,29 @@ fn every_codec_roundtrips_through_the_cli() {
 #[test]
 fn stdin_to_stdout_and_back() {
     let (_dir, _input, data) = setup();
-    let archive = mmh().args(["fold", "-", "-o", "-"]).write_stdin(data.clone()).output().unwrap();
+    let archive = mmh()
+        .args(["fold", "-", "-o", "-"])
+        .write_stdin(data.clone())
+        .output()
+        .unwrap();
     assert!(archive.status.success());
     assert!(archive.stdout.len() < data.len());
-    let restored = mmh().args(["unfold", "-", "-o", "-"]).write_stdin(archive.stdout.clone()).output().unwrap();
-    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let restored = mmh()
+        .args(["unfold", "-", "-o", "-"])
+        .write_stdin(archive.stdout.clone())
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
     assert_eq!(restored.stdout, data);
-    mmh().args(["verify", "-"]).write_stdin(archive.stdout).assert().success();
+    mmh()
+        .args(["verify", "-"])
+        .write_stdin(archive.stdout)
+        .assert()
+        .success();
 }
 
 #[test]
@@ -111,7 +159,12 @@ fn unfold_from_a_pipe_into_a_file() {
     let archive = dir.path().join("a.mmh");
     fold(&input, &archive);
     let output = dir.path().join("piped.out");
-    mmh().args(["unfold", "-", "-o"]).arg(&output).write_stdin(std::fs::read(&archive).unwrap()).assert().success();
+    mmh()
+        .args(["unfold", "-", "-o"])
+        .arg(&output)
+        .write_stdin(std::fs::read(&archive).unwrap())
+        .assert()
+        .success();
     assert_eq!(std::fs::read(&output).unwrap(), data);
 }
 
@@ -120,11 +173,27 @@ fn cat_writes_an_entry_or_a_range() {
     let (dir, input, data) = setup();
     let archive = dir.path().join("a.mmh");
     fold(&input, &archive);
-    let whole = mmh().arg("cat").arg(&archive).arg("input.bin").output().unwrap();
+    let whole = mmh()
+        .arg("cat")
+        .arg(&archive)
+        .arg("input.bin")
+        .output()
+        .unwrap();
     assert_eq!(whole.stdout, data);
-    let part = mmh().arg("cat").arg(&archive).args(["input.bin", "--range", "65530..65546"]).output().unwrap();
+    let part = mmh()
+        .arg("cat")
+        .arg(&archive)
+        .args(["input.bin", "--range", "65530..65546"])
+        .output()
+        .unwrap();
     assert_eq!(part.stdout, data[65530..65546]);
-    mmh().arg("cat").arg(&archive).arg("missing").assert().code(1).stderr(predicates::str::contains("no entry named \"missing\""));
+    mmh()
+        .arg("cat")
+        .arg(&archive)
+        .arg("missing")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("no entry named \"missing\""));
 }
 
 #[test]
@@ -132,28 +201,75 @@ fn existing_outputs_are_kept_unless_forced() {
     let (dir, input, data) = setup();
     let archive = dir.path().join("a.mmh");
     std::fs::write(&archive, b"precious").unwrap();
-    mmh().arg("fold").arg(&input).arg("-o").arg(&archive).assert().code(1).stderr(predicates::str::contains("already exists (use --force"));
+    mmh()
+        .arg("fold")
+        .arg(&input)
+        .arg("-o")
+        .arg(&archive)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("already exists (use --force"));
     assert_eq!(std::fs::read(&archive).unwrap(), b"precious");
-    mmh().args(["fold", "-q", "--force"]).arg(&input).arg("-o").arg(&archive).assert().success();
+    mmh()
+        .args(["fold", "-q", "--force"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&archive)
+        .assert()
+        .success();
 
     let output = dir.path().join("out");
     std::fs::write(&output, b"precious").unwrap();
-    mmh().arg("unfold").arg(&archive).arg("-o").arg(&output).assert().code(1);
+    mmh()
+        .arg("unfold")
+        .arg(&archive)
+        .arg("-o")
+        .arg(&output)
+        .assert()
+        .code(1);
     assert_eq!(std::fs::read(&output).unwrap(), b"precious");
-    mmh().args(["unfold", "-f"]).arg(&archive).arg("-o").arg(&output).assert().success();
+    mmh()
+        .args(["unfold", "-f"])
+        .arg(&archive)
+        .arg("-o")
+        .arg(&output)
+        .assert()
+        .success();
     assert_eq!(std::fs::read(&output).unwrap(), data);
 }
 
 #[test]
 fn usage_errors_exit_2_and_missing_files_exit_1() {
     mmh().arg("fold").assert().code(2);
-    mmh().args(["fold", "x", "--codec", "brotli"]).assert().code(2);
-    mmh().args(["fold", "x", "--chunk-size", "4X"]).assert().code(2);
+    mmh()
+        .args(["fold", "x", "--codec", "brotli"])
+        .assert()
+        .code(2);
+    mmh()
+        .args(["fold", "x", "--chunk-size", "4X"])
+        .assert()
+        .code(2);
     mmh().args(["frobnicate"]).assert().code(2);
-    mmh().args(["verify", "/nonexistent/a.mmh"]).assert().code(1).stderr(predicates::str::contains("/nonexistent/a.mmh"));
+    mmh()
+        .args(["verify", "/nonexistent/a.mmh"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("/nonexistent/a.mmh"));
     let dir = tempfile::tempdir().unwrap();
-    mmh().arg("fold").arg(dir.path()).arg("-o").arg(dir.path().join("d.mmh")).assert().code(1).stderr(predicates::str::contains("is a directory"));
-    mmh().args(["fold", "-", "-o", "-", "--level", "30"]).write_stdin("x").assert().code(1).stderr(predicates::str::contains("30"));
+    mmh()
+        .arg("fold")
+        .arg(dir.path())
+        .arg("-o")
+        .arg(dir.path().join("d.mmh"))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("is a directory"));
+    mmh()
+        .args(["fold", "-", "-o", "-", "--level", "30"])
+        .write_stdin("x")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("30"));
 }
 
 /// Region boundaries of an archive: header, first frame header, first frame body, index
@@ -190,15 +306,51 @@ fn damaged_archives_exit_3_and_leave_no_output() {
     for (what, bytes) in cases {
         std::fs::write(&damaged, &bytes).unwrap();
         let verify = mmh().arg("verify").arg(&damaged).output().unwrap();
-        assert_eq!(verify.status.code(), Some(3), "{what}: verify: {}", String::from_utf8_lossy(&verify.stderr));
-        assert!(String::from_utf8_lossy(&verify.stderr).starts_with("mmh: error: "), "{what}");
-        let unfold = mmh().arg("unfold").arg(&damaged).arg("-o").arg(&output).output().unwrap();
-        assert_eq!(unfold.status.code(), Some(3), "{what}: unfold: {}", String::from_utf8_lossy(&unfold.stderr));
-        let piped = mmh().args(["unfold", "-", "-o"]).arg(&output).write_stdin(bytes).output().unwrap();
-        assert_eq!(piped.status.code(), Some(3), "{what}: unfold from a pipe: {}", String::from_utf8_lossy(&piped.stderr));
+        assert_eq!(
+            verify.status.code(),
+            Some(3),
+            "{what}: verify: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&verify.stderr).starts_with("mmh: error: "),
+            "{what}"
+        );
+        let unfold = mmh()
+            .arg("unfold")
+            .arg(&damaged)
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert_eq!(
+            unfold.status.code(),
+            Some(3),
+            "{what}: unfold: {}",
+            String::from_utf8_lossy(&unfold.stderr)
+        );
+        let piped = mmh()
+            .args(["unfold", "-", "-o"])
+            .arg(&output)
+            .write_stdin(bytes)
+            .output()
+            .unwrap();
+        assert_eq!(
+            piped.status.code(),
+            Some(3),
+            "{what}: unfold from a pipe: {}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
         assert!(!output.exists(), "{what}: an output was left behind");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(leftovers.len(), 3, "{what}: temporary files left: {leftovers:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            3,
+            "{what}: temporary files left: {leftovers:?}"
+        );
     }
 }
 
@@ -216,7 +368,12 @@ fn a_closed_reader_is_not_an_error() {
         .spawn()
         .unwrap();
     let mut first = [0u8; 10];
-    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
     drop(child.stdout.take());
     let status = child.wait().unwrap();
     let mut stderr = String::new();
@@ -227,9 +384,17 @@ fn a_closed_reader_is_not_an_error() {
 
 #[test]
 fn stdin_input_defaults_to_stdout_output() {
-    let archive = mmh().args(["fold", "-"]).write_stdin("abc").output().unwrap();
+    let archive = mmh()
+        .args(["fold", "-"])
+        .write_stdin("abc")
+        .output()
+        .unwrap();
     assert!(archive.status.success());
-    let restored = mmh().args(["unfold", "-"]).write_stdin(archive.stdout).output().unwrap();
+    let restored = mmh()
+        .args(["unfold", "-"])
+        .write_stdin(archive.stdout)
+        .output()
+        .unwrap();
     assert!(restored.status.success());
     assert_eq!(restored.stdout, b"abc");
 }
@@ -252,12 +417,20 @@ fn ctrl_c_leaves_no_file_under_the_final_name() {
     while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let kill = StdCommand::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     std::thread::sleep(std::time::Duration::from_millis(200));
     drop(stdin);
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -178,6 +178,9 @@ const AUTO_LZ4_MARGIN: f64 = 0.01;
 /// decode), so each thread keeps one of each.
 struct ZstdEncoder {
     cctx: CCtx<'static>,
+    /// The `auto` probe's own context: switching one context between the probe's level 1
+    /// on 64 KiB and the configured level on whole chunks re-sizes its tables each time.
+    probe_cctx: CCtx<'static>,
     /// Output of the `auto` probe, kept to avoid an allocation per chunk.
     probe: Vec<u8>,
 }
@@ -192,14 +195,19 @@ fn with_zstd_encoder<R>(f: impl FnOnce(&mut ZstdEncoder) -> Result<R, Error>) ->
         let encoder = match slot {
             Some(encoder) => encoder,
             None => slot.insert(ZstdEncoder {
-                cctx: CCtx::try_create().ok_or_else(|| Error::Library {
-                    codec: CodecId::Zstd,
-                    reason: "could not allocate a compression context".into(),
-                })?,
+                cctx: new_cctx()?,
+                probe_cctx: new_cctx()?,
                 probe: Vec::new(),
             }),
         };
         f(encoder)
+    })
+}
+
+fn new_cctx() -> Result<CCtx<'static>, Error> {
+    CCtx::try_create().ok_or_else(|| Error::Library {
+        codec: CodecId::Zstd,
+        reason: "could not allocate a compression context".into(),
     })
 }
 
@@ -351,7 +359,7 @@ fn auto(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Option<C
         // already the result.
         let lz4_shrank = lz4_encode(sample, out)?;
         let lz4_len = if lz4_shrank { out.len() } else { sample_len };
-        let zstd1_shrank = zstd_encode(&mut enc.cctx, sample, 1, false, &mut enc.probe)?;
+        let zstd1_shrank = zstd_encode(&mut enc.probe_cctx, sample, 1, false, &mut enc.probe)?;
         let zstd1_len = if zstd1_shrank {
             enc.probe.len()
         } else {

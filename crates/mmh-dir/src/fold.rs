@@ -1,6 +1,7 @@
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mmh_codecs::{Accelerator, CodecId, CpuAccelerator, EncodeParams};
@@ -55,11 +56,12 @@ impl FoldOptions {
         Ok(())
     }
 
-    /// Chunks per batch: two per thread keeps every core busy while the reader fills the
-    /// next batch; the byte cap keeps memory flat with very large chunks.
+    /// Chunks per batch: up to two per thread, so that one slow chunk does not idle the
+    /// other cores at the end of a batch, but no more than 64 MiB of raw data unless
+    /// that leaves a thread without a chunk.
     fn batch_len(&self) -> usize {
         let threads = rayon::current_num_threads();
-        let by_memory = (256 << 20) / self.chunk_size as usize;
+        let by_memory = (64 << 20) / self.chunk_size as usize;
         by_memory.clamp(threads, threads * 2)
     }
 }
@@ -150,16 +152,24 @@ pub struct FoldSummary {
     pub chunks_by_codec: Vec<(CodecId, u64)>,
 }
 
-struct CodedChunk {
-    codec: CodecId,
-    raw_len: u32,
+/// One chunk's buffers, reused from batch to batch so that a long fold does not pay
+/// for fresh (page-faulting) allocations on every chunk.
+#[derive(Default)]
+struct Slot {
+    raw: Vec<u8>,
     stored: Vec<u8>,
+    codec: Option<CodecId>,
     digest: Digest,
 }
 
+/// Batches in flight: one being read, one being coded, one being written.
+const BATCHES_IN_FLIGHT: usize = 3;
+
 /// Folds one stream into an archive holding one file entry, writing front to back
-/// (`output` may be a pipe). Chunks are coded in parallel and written in input order;
-/// at most two batches of chunks are in memory, whatever the input's size.
+/// (`output` may be a pipe). A reader thread fills batches of chunks, the rayon pool
+/// hashes and codes them in parallel, and a writer thread writes them in input order;
+/// three batches circulate between the stages, so memory stays flat whatever the
+/// input's size.
 pub fn fold_stream(
     input: impl Read + Send,
     meta: EntryMeta,
@@ -188,43 +198,89 @@ pub(crate) fn in_pool<T: Send>(
     }
 }
 
-fn fold_in_pool(
+/// What the writer stage has written, to be sealed with the index once every stage
+/// has finished cleanly.
+struct Written<W: Write> {
+    writer: ArchiveWriter<W>,
+    hasher: Sha256,
+    chunk_refs: Vec<u32>,
+    digests: Vec<Digest>,
+    summary: FoldSummary,
+}
+
+fn fold_in_pool<W: Write + Send>(
     mut input: impl Read + Send,
     meta: EntryMeta,
-    output: impl Write + Send,
+    output: W,
     options: &FoldOptions,
     observer: &dyn Observer,
 ) -> Result<FoldSummary> {
-    let mut writer = ArchiveWriter::new(output)?;
     let batch_len = options.batch_len();
     let chunk_size = options.chunk_size as usize;
-    let mut hasher = Sha256::new();
-    let mut chunk_refs = Vec::new();
-    let mut digests = Vec::new();
-    let mut summary = FoldSummary::default();
-    let mut batch = read_batch(&mut input, chunk_size, batch_len)?;
-    while !batch.is_empty() {
-        if observer.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let (coded, next) = rayon::join(
-            || code_batch(&batch, options, &mut hasher),
-            || read_batch(&mut input, chunk_size, batch_len),
-        );
-        for chunk in coded? {
-            chunk_refs.push(writer.push_chunk(
-                chunk.codec as u8,
-                chunk.raw_len,
-                &chunk.stored,
-                chunk.digest,
-            )?);
-            digests.push(chunk.digest);
-            summary.input_bytes += u64::from(chunk.raw_len);
-            count_codec(&mut summary.chunks_by_codec, chunk.codec);
-            observer.progress(u64::from(chunk.raw_len));
-        }
-        batch = next?;
+    let (free_tx, free_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
+    let (full_tx, full_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
+    let (coded_tx, coded_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
+    for _ in 0..BATCHES_IN_FLIGHT {
+        free_tx.send(Vec::new()).expect("the receiver is alive");
     }
+    let writer = ArchiveWriter::new(output)?;
+    // A stage that fails drops its channel ends; its neighbours then stop, and the first
+    // real error is reported. Only when all three finish cleanly is the index written,
+    // so a failed read can never be sealed into a valid-looking archive.
+    let (read, code, written) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<()> {
+            for mut batch in free_rx.iter() {
+                let more = fill_batch(&mut batch, &mut input, chunk_size, batch_len)?;
+                if !batch.is_empty() && full_tx.send(batch).is_err() {
+                    break;
+                }
+                if !more {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let writer = scope.spawn(move || -> Result<Written<W>> {
+            let mut written = Written {
+                writer,
+                hasher: Sha256::new(),
+                chunk_refs: Vec::new(),
+                digests: Vec::new(),
+                summary: FoldSummary::default(),
+            };
+            for batch in coded_rx.iter() {
+                write_batch(&mut written, &batch, observer)?;
+                let _ = free_tx.send(batch);
+            }
+            Ok(written)
+        });
+        let code = (|| -> Result<()> {
+            for mut batch in full_rx.iter() {
+                if observer.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                code_batch(&mut batch, options)?;
+                if coded_tx.send(batch).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(coded_tx);
+        drop(full_rx);
+        let read = reader.join().expect("the reader stage does not panic");
+        let written = writer.join().expect("the writer stage does not panic");
+        (read, code, written)
+    });
+    read?;
+    code?;
+    let Written {
+        writer,
+        hasher,
+        chunk_refs,
+        digests,
+        mut summary,
+    } = written?;
     // A cancel that arrives while the last batch is read must still win over committing.
     if observer.cancelled() {
         return Err(Error::Cancelled);
@@ -244,6 +300,31 @@ fn fold_in_pool(
     Ok(summary)
 }
 
+/// Appends a coded batch to the archive and feeds it to the entry's SHA-256, which is
+/// sequential by nature and so belongs to the one stage that sees chunks in order.
+fn write_batch<W: Write>(
+    written: &mut Written<W>,
+    batch: &[Slot],
+    observer: &dyn Observer,
+) -> Result<()> {
+    for slot in batch {
+        let codec = slot.codec.expect("every slot of a coded batch is coded");
+        let raw_len = slot.raw.len() as u32;
+        written.hasher.update(&slot.raw);
+        written.chunk_refs.push(written.writer.push_chunk(
+            codec as u8,
+            raw_len,
+            &slot.stored,
+            slot.digest,
+        )?);
+        written.digests.push(slot.digest);
+        written.summary.input_bytes += u64::from(raw_len);
+        count_codec(&mut written.summary.chunks_by_codec, codec);
+        observer.progress(u64::from(raw_len));
+    }
+    Ok(())
+}
+
 fn count_codec(counts: &mut Vec<(CodecId, u64)>, codec: CodecId) {
     match counts.iter_mut().find(|(c, _)| *c == codec) {
         Some((_, n)) => *n += 1,
@@ -251,62 +332,55 @@ fn count_codec(counts: &mut Vec<(CodecId, u64)>, codec: CodecId) {
     }
 }
 
-/// Hashes the batch into the entry digest (sequential by nature) while the chunks are
-/// digested by the accelerator and coded in parallel.
-fn code_batch(
-    batch: &[Vec<u8>],
-    options: &FoldOptions,
-    hasher: &mut Sha256,
-) -> Result<Vec<CodedChunk>> {
-    let ((), coded) = rayon::join(
-        || batch.iter().for_each(|chunk| hasher.update(chunk)),
-        || -> Result<Vec<CodedChunk>> {
-            let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            let digests = options.accelerator.digest_batch(&slices)?;
-            batch
-                .par_iter()
-                .zip(digests)
-                .map(|(raw, digest)| {
-                    let mut stored = Vec::new();
-                    let codec = mmh_codecs::encode(raw, &options.encode, &mut stored)?;
-                    Ok(CodedChunk {
-                        codec,
-                        raw_len: raw.len() as u32,
-                        stored,
-                        digest,
-                    })
-                })
-                .collect()
-        },
-    );
-    coded
+/// Digests the batch through the accelerator and codes its chunks in parallel.
+fn code_batch(batch: &mut [Slot], options: &FoldOptions) -> Result<()> {
+    let slices: Vec<&[u8]> = batch.iter().map(|slot| slot.raw.as_slice()).collect();
+    let digests = options.accelerator.digest_batch(&slices)?;
+    batch
+        .par_iter_mut()
+        .zip(digests)
+        .try_for_each(|(slot, digest)| {
+            slot.digest = digest;
+            slot.codec = Some(mmh_codecs::encode(
+                &slot.raw,
+                &options.encode,
+                &mut slot.stored,
+            )?);
+            Ok(())
+        })
 }
 
-/// Reads up to `batch_len` chunks of `chunk_size` bytes; only the last chunk of the
-/// input may be shorter. Empty at the end of the input.
-fn read_batch(input: &mut impl Read, chunk_size: usize, batch_len: usize) -> Result<Vec<Vec<u8>>> {
-    let mut batch = Vec::with_capacity(batch_len);
-    while batch.len() < batch_len {
-        let mut chunk = Vec::with_capacity(chunk_size);
+/// Refills `batch` with up to `batch_len` chunks of `chunk_size` bytes, reusing its
+/// buffers; only the input's last chunk may be shorter. Returns whether more input may
+/// follow.
+fn fill_batch(
+    batch: &mut Vec<Slot>,
+    input: &mut impl Read,
+    chunk_size: usize,
+    batch_len: usize,
+) -> Result<bool> {
+    batch.resize_with(batch_len, Slot::default);
+    let mut filled = 0;
+    let mut more = true;
+    while filled < batch_len {
+        let slot = &mut batch[filled];
+        slot.raw.clear();
+        slot.codec = None;
         let read = input
             .by_ref()
             .take(chunk_size as u64)
-            .read_to_end(&mut chunk)
-            .map_err(read_error)?;
-        if read == 0 {
-            break;
+            .read_to_end(&mut slot.raw)
+            .map_err(Error::io("cannot read the input", None))?;
+        if read > 0 {
+            filled += 1;
         }
-        let full = read == chunk_size;
-        batch.push(chunk);
-        if !full {
+        if read < chunk_size {
+            more = false;
             break;
         }
     }
-    Ok(batch)
-}
-
-fn read_error(e: io::Error) -> Error {
-    Error::io("cannot read the input", None)(e)
+    batch.truncate(filled);
+    Ok(more)
 }
 
 /// Folds the regular file at `path` (named by its base name, with its permissions and

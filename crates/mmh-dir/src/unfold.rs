@@ -232,14 +232,18 @@ pub fn unfold_stream(
     let batch_len = rayon::current_num_threads() * 2;
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut write = sink(&mut out, &mut hasher, observer);
-    loop {
-        let frames = read_frames(&mut reader, batch_len)?;
-        if frames.is_empty() {
-            break;
-        }
+    let mut frames = read_frames(&mut reader, batch_len)?;
+    // Three stages overlap: reading the next batch from the pipe, decoding this one,
+    // and writing the previous one.
+    while !frames.is_empty() {
         let first_chunk = digests.len() + pending.len();
-        let (decoded, sunk) = rayon::join(
-            || decode_frames(first_chunk, frames),
+        let ((next, decoded), sunk) = rayon::join(
+            || {
+                rayon::join(
+                    || read_frames(&mut reader, batch_len),
+                    || decode_frames(first_chunk, frames),
+                )
+            },
             || -> std::io::Result<()> {
                 pending.iter().try_for_each(|bytes| write(bytes))?;
                 written += pending.iter().map(|b| b.len() as u64).sum::<u64>();
@@ -252,6 +256,7 @@ pub fn unfold_stream(
             digests.push(digest);
             pending.push(bytes);
         }
+        frames = next?;
     }
     pending
         .iter()
