@@ -48,8 +48,8 @@ pub enum Kind {
 }
 
 /// The mix [`MixedData`] draws segments from: (kind, weight in percent of segments).
-/// Segments of every kind have the same length distribution (64 KiB to 8 MiB, so most
-/// 4 MiB chunks hold one or two kinds, as tensors do), so these are also the byte shares.
+/// Segments of every kind have the same length distribution (16 KiB to 16 MiB, log-uniform,
+/// as tensors range from biases to large matrices), so these are also the byte shares.
 pub const MIX: [(Kind, u32); 5] = [
     (Kind::Bf16, 40),
     (Kind::Fp32, 20),
@@ -167,26 +167,32 @@ pub fn fill(kind: Kind, rng: &mut Rng, len: usize, out: &mut Vec<u8>) {
     match kind {
         Kind::Zeros => out.resize(end, 0),
         Kind::Random => {
-            while out.len() < end {
-                let bytes = rng.next_u64().to_le_bytes();
-                let take = bytes.len().min(end - out.len());
-                out.extend_from_slice(&bytes[..take]);
+            let start = out.len();
+            out.resize(end, 0);
+            let mut words = out[start..].chunks_exact_mut(8);
+            for word in &mut words {
+                word.copy_from_slice(&rng.next_u64().to_le_bytes());
             }
+            let tail = words.into_remainder();
+            let n = tail.len();
+            tail.copy_from_slice(&rng.next_u64().to_le_bytes()[..n]);
         }
         Kind::Bf16 | Kind::Fp32 => {
             // One scale per call, as one tensor has one initialisation scale.
             let sigma = 0.005 + 0.075 * (rng.below(1024) as f32 / 1024.0);
-            while out.len() < end {
-                let bits = (rng.gaussish() * sigma).to_bits();
-                let bytes = bits.to_le_bytes();
-                let value: &[u8] = if kind == Kind::Bf16 {
-                    &bytes[2..]
-                } else {
-                    &bytes
-                };
-                let take = value.len().min(end - out.len());
-                out.extend_from_slice(&value[..take]);
+            // bf16 is the high half of the f32 (truncated, not rounded: test data).
+            let (width, skip) = if kind == Kind::Bf16 { (2, 2) } else { (4, 0) };
+            let start = out.len();
+            out.resize(end, 0);
+            let mut values = out[start..].chunks_exact_mut(width);
+            for value in &mut values {
+                let bytes = (rng.gaussish() * sigma).to_bits().to_le_bytes();
+                value.copy_from_slice(&bytes[skip..]);
             }
+            let tail = values.into_remainder();
+            let n = tail.len();
+            let bytes = (rng.gaussish() * sigma).to_bits().to_le_bytes();
+            tail.copy_from_slice(&bytes[skip..skip + n]);
         }
         Kind::Text => {
             while out.len() < end {
@@ -215,14 +221,16 @@ pub fn sample(kind: Kind, len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// An endless-looking stream of model-like data: segments of 64 KiB to 8 MiB, each of one
-/// [`Kind`] drawn from [`MIX`], generated a block at a time. Deterministic for a seed
+/// An endless-looking stream of model-like data: a text header, then segments of 16 KiB to
+/// 16 MiB (capped at a quarter of the bytes so far), each of one [`Kind`] drawn from
+/// [`MIX`], generated a block at a time. Deterministic for a seed
 /// whatever the read sizes; the first `n` bytes do not depend on the total length.
 #[derive(Debug, Clone)]
 pub struct MixedData {
     rng: Rng,
     remaining: u64,
     segment: (Kind, u64),
+    produced: u64,
     block: Vec<u8>,
     pos: usize,
 }
@@ -233,7 +241,12 @@ impl MixedData {
         MixedData {
             rng: Rng::new(seed),
             remaining: len,
-            segment: (Kind::Zeros, 0),
+            // A model file opens with its header: JSON-ish text of 16 to 64 KiB.
+            segment: (
+                Kind::Text,
+                (16 << 10) + Rng::new(seed ^ 0x4845_4144).below(48 << 10),
+            ),
+            produced: 0,
             block: Vec::with_capacity(BLOCK_LEN),
             pos: 0,
         }
@@ -255,15 +268,18 @@ impl MixedData {
                     hit
                 })
                 .map_or(Kind::Random, |&(kind, _)| kind);
-            // Log-uniform between 64 KiB and 8 MiB.
-            let len = (64u64 << 10) << self.rng.below(8);
-            self.segment = (kind, len + self.rng.below(len));
+            // Log-uniform between 16 KiB and 16 MiB, capped at a quarter of the bytes so
+            // far (at least 256 KiB): small tiers mix kinds too, large ones get big tensors.
+            let len = (16u64 << 10) << self.rng.below(10);
+            let cap = (self.produced / 4).max(256 << 10);
+            self.segment = (kind, (len + self.rng.below(len)).min(cap));
         }
         let len = (BLOCK_LEN as u64).min(self.segment.1).min(self.remaining);
         self.block.clear();
         fill(self.segment.0, &mut self.rng, len as usize, &mut self.block);
         self.segment.1 -= len;
         self.remaining -= len;
+        self.produced += len;
         self.pos = 0;
     }
 }

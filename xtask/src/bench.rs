@@ -1,4 +1,337 @@
-//! Placeholder replaced by the bench task's author.
-pub fn run(_args: Vec<String>) -> anyhow::Result<()> {
-    anyhow::bail!("bench: being written")
+//! `cargo xtask bench`: ratio and speed of `mmh fold` against plain zstd and lz4 on the
+//! same input, the stages that bound it, the container's overhead, and peak memory.
+//!
+//! ```text
+//! cargo xtask bench [--tiers 1M,64M,1G] [--max-bytes 1G] [--threads N] [--level 3]
+//!                   [--runs 3] [--out docs/bench] [--rss] [FILE...]
+//! ```
+//!
+//! For every input (a generated tier of [`mmh_benches::MixedData`], or a FILE) it runs,
+//! one after the other on the same bytes:
+//!
+//! - `mmh fold` with `--codec auto`, `zstd` and `lz4` (the library call the CLI makes,
+//!   `mmh_dir::fold_stream`), and the verified unfold (`unfold_entry`: every chunk's and
+//!   the whole content's SHA-256 is checked);
+//! - the `zstd` crate's stream encoder at the same level, one stream with
+//!   `multithread(threads)` so it uses the same cores, and its plain decoder;
+//! - the `lz4_flex` frame encoder and decoder (single-threaded by design).
+//!
+//! Each is run once to warm up (inputs up to [`WARMUP_LIMIT`]), then `--runs` times
+//! (one run above [`MULTI_RUN_LIMIT`]); the table shows the median, the JSON every run.
+//! Then one pass times the pipeline's stages alone on the same input (reading, SHA-256
+//! of chunks through `CpuAccelerator::digest_batch`, the entry's SHA-256, each codec,
+//! writing), and the slowest names the bound of each mmh row.
+//!
+//! Nothing is held in memory whole: generated inputs stream from a seeded generator,
+//! archives go to a temporary file under `target/bench/` (or, when the disk could not
+//! hold one, to a counting sink, and the unfold is not measured).
+//!
+//! Output: a markdown table on stdout (for docs/BENCHMARKS.md), every figure in
+//! `target/bench/results.json`, and a plot of ratio against fold speed in
+//! `<out>/size-vs-speed.svg`. `--rss` adds the peak RSS of the release `mmh` binary
+//! folding 256 MiB and 2 GiB from a pipe: it must not grow with the input.
+//!
+//! A debug build would measure nothing useful (the workspace crates are not optimised in
+//! the dev profile), so a debug `xtask` re-runs itself with `cargo run --release`.
+
+mod measure;
+mod report;
+mod rss;
+mod sys;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use mmh_benches::{format_size, parse_size};
+
+use measure::Input;
+
+/// Inputs up to this size get an untimed warm-up run per method.
+pub const WARMUP_LIMIT: u64 = 256 << 20;
+/// Inputs above this size are measured once per method, not `--runs` times.
+pub const MULTI_RUN_LIMIT: u64 = 1 << 30;
+/// The seed of every generated tier (so a smaller tier is a prefix of a larger one).
+const SEED: u64 = 0x4D4D_482D_5253;
+/// The largest input `--max-bytes` may allow.
+const HARD_MAX: u64 = 1 << 40;
+
+const USAGE: &str = "\
+usage: cargo xtask bench [options] [FILE...]
+
+  --tiers LIST     generated inputs, e.g. 1M,64M,1G (default 1M,64M,1G; `--tiers none` for
+                   FILEs only)
+  --max-bytes N    largest input accepted (default 1G, at most 1T); tiers above 1 GiB must
+                   be allowed here
+  --threads N      worker threads for every method (default: all cores)
+  --level N        zstd level for mmh and the zstd crate (default 3)
+  --runs N         timed runs per method, median reported (default 3)
+  --out DIR        where the SVG plot goes (default docs/bench in the workspace)
+  --rss            also measure the peak RSS of `mmh fold` on 256 MiB and 2 GiB
+  FILE...          real files to measure as well (e.g. from /tmp/mmh-dev-corpus)";
+
+/// What one `cargo xtask bench` measures.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sizes of the generated inputs.
+    pub tiers: Vec<u64>,
+    /// Largest input accepted.
+    pub max_bytes: u64,
+    /// Worker threads for every method.
+    pub threads: usize,
+    /// zstd level.
+    pub level: i32,
+    /// Timed runs per method.
+    pub runs: usize,
+    /// Where the SVG goes.
+    pub out: PathBuf,
+    /// Whether to measure peak RSS.
+    pub rss: bool,
+    /// Real files to measure.
+    pub files: Vec<PathBuf>,
+    /// The command as typed, for the report.
+    pub command: String,
+}
+
+/// Entry point: `args` are the words after `cargo xtask bench`.
+pub fn run(args: Vec<String>) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let config = parse_args(&args)?;
+    if cfg!(debug_assertions) {
+        return rerun_in_release(&args);
+    }
+    let target = target_dir();
+    let bench_dir = target.join("bench");
+    std::fs::create_dir_all(&bench_dir)
+        .with_context(|| format!("cannot create {}", bench_dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("scratch-")
+        .tempdir_in(&bench_dir)
+        .context("cannot create a scratch directory under target/bench")?;
+
+    let mut inputs: Vec<Input> = config
+        .tiers
+        .iter()
+        .map(|&len| Input::Generated { seed: SEED, len })
+        .collect();
+    for path in &config.files {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        ensure!(
+            len <= config.max_bytes,
+            "{} is {} (above --max-bytes {}); pass a larger --max-bytes to measure it",
+            path.display(),
+            format_size(len),
+            format_size(config.max_bytes)
+        );
+        inputs.push(Input::File {
+            path: path.clone(),
+            len,
+        });
+    }
+    ensure!(
+        !inputs.is_empty() || config.rss,
+        "nothing to measure: no tiers and no files"
+    );
+
+    let host = report::Host::detect(&config);
+    eprintln!("bench: {}", host.summary());
+    let mut results = Vec::new();
+    for input in &inputs {
+        results.push(measure::measure_input(input, &config, scratch.path())?);
+    }
+    let rss = if config.rss {
+        rss::measure(&config, SEED, &target, scratch.path())?
+    } else {
+        Vec::new()
+    };
+
+    let mut host = host;
+    host.load_after = report::load_average();
+    let all = report::Results {
+        host,
+        config: report::ConfigRecord::from(&config),
+        inputs: results,
+        rss,
+    };
+    print!("{}", report::markdown(&all));
+    let json_path = bench_dir.join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&all)? + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    eprintln!("bench: wrote {}", json_path.display());
+    if !all.inputs.is_empty() {
+        std::fs::create_dir_all(&config.out)
+            .with_context(|| format!("cannot create {}", config.out.display()))?;
+        let svg = config.out.join("size-vs-speed.svg");
+        report::plot(&all.inputs, &svg)?;
+        eprintln!("bench: wrote {}", svg.display());
+    }
+    Ok(())
+}
+
+fn parse_args(args: &[String]) -> Result<Config> {
+    let mut config = Config {
+        tiers: vec![1 << 20, 64 << 20, 1 << 30],
+        max_bytes: 1 << 30,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        level: 3,
+        runs: 3,
+        out: crate::workspace_root().join("docs/bench"),
+        rss: false,
+        files: Vec::new(),
+        command: std::iter::once("cargo xtask bench".to_owned())
+            .chain(args.iter().map(|a| shell_quote(a)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let mut value = |name: &str| {
+            words
+                .next()
+                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
+        match word.as_str() {
+            "--tiers" => {
+                let list = value("--tiers")?;
+                config.tiers = if list == "none" {
+                    Vec::new()
+                } else {
+                    list.split(',')
+                        .map(|s| parse_size(s).map_err(anyhow::Error::msg))
+                        .collect::<Result<_>>()?
+                };
+            }
+            "--max-bytes" => {
+                config.max_bytes = parse_size(value("--max-bytes")?).map_err(anyhow::Error::msg)?
+            }
+            "--threads" => {
+                config.threads = value("--threads")?
+                    .parse()
+                    .context("--threads takes a number")?
+            }
+            "--level" => {
+                config.level = value("--level")?
+                    .parse()
+                    .context("--level takes a number")?
+            }
+            "--runs" => config.runs = value("--runs")?.parse().context("--runs takes a number")?,
+            "--out" => config.out = PathBuf::from(value("--out")?),
+            "--rss" => config.rss = true,
+            flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
+            file => config.files.push(PathBuf::from(file)),
+        }
+    }
+    ensure!(config.threads >= 1, "--threads must be at least 1");
+    ensure!(config.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        (1..=22).contains(&config.level),
+        "--level must be in 1..=22"
+    );
+    ensure!(
+        config.max_bytes <= HARD_MAX,
+        "--max-bytes is at most 1T (is: {})",
+        format_size(config.max_bytes)
+    );
+    if let Some(&big) = config.tiers.iter().find(|&&t| t > config.max_bytes) {
+        bail!(
+            "tier {} is above --max-bytes {}; ask for it with --max-bytes {}",
+            format_size(big),
+            format_size(config.max_bytes),
+            format_size(big)
+        );
+    }
+    ensure!(
+        config.tiers.iter().all(|&t| t > 0),
+        "tiers must be at least 1 byte"
+    );
+    Ok(config)
+}
+
+/// Runs this task again from a release build of xtask, with the same arguments.
+fn rerun_in_release(args: &[String]) -> Result<()> {
+    eprintln!("bench: xtask is a debug build; re-running with `cargo run --release -p xtask`");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let status = Command::new(cargo)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+        ])
+        .args(args)
+        .status()
+        .context("cannot run cargo")?;
+    ensure!(status.success(), "the release bench failed ({status})");
+    Ok(())
+}
+
+/// The target directory: `CARGO_TARGET_DIR`, or `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::workspace_root().join("target"),
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@".contains(c));
+    if plain && !word.is_empty() {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The name a path is shown under: its file name.
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn tiers_above_max_bytes_must_be_asked_for() {
+        assert!(parse_args(&args(&["--tiers", "2G"])).is_err());
+        let config = parse_args(&args(&["--tiers", "2G", "--max-bytes", "2G"])).unwrap();
+        assert_eq!(config.tiers, vec![2 << 30]);
+        assert!(parse_args(&args(&["--max-bytes", "2T"])).is_err());
+    }
+
+    #[test]
+    fn files_and_flags_parse() {
+        let config = parse_args(&args(&[
+            "--tiers", "none", "--rss", "--level", "5", "a.bin",
+        ]))
+        .unwrap();
+        assert!(config.tiers.is_empty());
+        assert!(config.rss);
+        assert_eq!(config.level, 5);
+        assert_eq!(config.files, vec![PathBuf::from("a.bin")]);
+        assert_eq!(
+            config.command,
+            "cargo xtask bench --tiers none --rss --level 5 a.bin"
+        );
+        assert!(parse_args(&args(&["--bogus"])).is_err());
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
 }

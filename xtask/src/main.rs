@@ -86,10 +86,7 @@ fn ci() -> Result<()> {
             "warnings",
         ],
     )?;
-    sh(
-        "cargo",
-        &["deny", "--offline", "check", "bans", "licenses", "sources"],
-    )?;
+    sh("cargo", &["deny", "check", "bans", "licenses", "sources"])?;
     sh("cargo", &["test", "--workspace"])?;
     sh(
         "cargo",
