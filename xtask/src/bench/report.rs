@@ -175,8 +175,9 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- every method on {} threads (lz4_flex: 1); zstd level {}; mmh chunks {}; \
-         MB = 10^6 bytes of input; median of {} timed runs after one warm-up \
-         (no warm-up above {}, one run above {}); generated inputs come from a seeded \
+         MB = 10^6 bytes of input; best of {} timed runs (JSON: every run and the \
+         median), methods taken round-robin, after one warm-up round (no warm-up above \
+         {}, one run above {}); stages: best of min(runs, 2) passes; generated inputs come from a seeded \
          generator (its time is part of fold), files from the page cache; outputs go to \
          a file under target/bench (page cache, no fsync). mmh unfold checks every \
          chunk's and the entry's SHA-256; zstd and lz4 unfold only decode. \
