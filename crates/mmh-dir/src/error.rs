@@ -70,6 +70,14 @@ pub enum Error {
     /// back from a pipe.
     #[error("this archive's chunks are not in content order; read it from a file, not a pipe")]
     NotStreamable,
+    /// An accelerator backend broke its contract.
+    #[error("the {backend} backend failed: {reason}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -1,13 +1,15 @@
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mmh_codecs::{Accelerator, CodecId, CpuAccelerator, EncodeParams};
 use mmh_format::consts::MAX_CHUNK_RAW_LEN;
 use mmh_format::{ArchiveWriter, Digest, Entry, EntryKind, Timestamp};
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::{Error, Observer, Result};
@@ -54,15 +56,6 @@ impl FoldOptions {
             return Err(Error::InvalidOption("threads must be at least 1".into()));
         }
         Ok(())
-    }
-
-    /// Chunks per batch: up to two per thread, so that one slow chunk does not idle the
-    /// other cores at the end of a batch, but no more than 64 MiB of raw data unless
-    /// that leaves a thread without a chunk.
-    fn batch_len(&self) -> usize {
-        let threads = rayon::current_num_threads();
-        let by_memory = (64 << 20) / self.chunk_size as usize;
-        by_memory.clamp(threads, threads * 2)
     }
 }
 
@@ -152,8 +145,8 @@ pub struct FoldSummary {
     pub chunks_by_codec: Vec<(CodecId, u64)>,
 }
 
-/// One chunk's buffers, reused from batch to batch so that a long fold does not pay
-/// for fresh (page-faulting) allocations on every chunk.
+/// One chunk's buffers, reused from chunk to chunk so that a long fold does not pay for
+/// fresh (page-faulting) allocations on every chunk.
 #[derive(Default)]
 struct Slot {
     raw: Vec<u8>,
@@ -162,14 +155,14 @@ struct Slot {
     digest: Digest,
 }
 
-/// Batches in flight: one being read, one being coded, one being written.
-const BATCHES_IN_FLIGHT: usize = 3;
-
 /// Folds one stream into an archive holding one file entry, writing front to back
-/// (`output` may be a pipe). A reader thread fills batches of chunks, the rayon pool
-/// hashes and codes them in parallel, and a writer thread writes them in input order;
-/// three batches circulate between the stages, so memory stays flat whatever the
-/// input's size.
+/// (`output` may be a pipe).
+///
+/// A reader thread cuts the input into chunks, one worker per pool thread hashes and
+/// codes whichever chunk is next, and a writer thread puts them back in input order and
+/// appends them. A fixed set of chunk buffers circulates between the stages (two per
+/// worker, plus two), so memory stays flat whatever the input's size, and no worker
+/// waits for a batch-mate: the only ordering point is the writer.
 pub fn fold_stream(
     input: impl Read + Send,
     meta: EntryMeta,
@@ -208,6 +201,27 @@ struct Written<W: Write> {
     summary: FoldSummary,
 }
 
+/// The first error any stage met; the others see `failed` and stop early.
+#[derive(Default)]
+struct Failure {
+    failed: AtomicBool,
+    first: Mutex<Option<Error>>,
+}
+
+impl Failure {
+    fn record(&self, error: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.first
+            .lock()
+            .expect("no stage panics holding it")
+            .get_or_insert(error);
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 fn fold_in_pool<W: Write + Send>(
     mut input: impl Read + Send,
     meta: EntryMeta,
@@ -215,65 +229,105 @@ fn fold_in_pool<W: Write + Send>(
     options: &FoldOptions,
     observer: &dyn Observer,
 ) -> Result<FoldSummary> {
-    let batch_len = options.batch_len();
+    let workers = rayon::current_num_threads();
+    let slots = 2 * workers + 2;
     let chunk_size = options.chunk_size as usize;
-    let (free_tx, free_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
-    let (full_tx, full_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
-    let (coded_tx, coded_rx) = sync_channel::<Vec<Slot>>(BATCHES_IN_FLIGHT);
-    for _ in 0..BATCHES_IN_FLIGHT {
-        free_tx.send(Vec::new()).expect("the receiver is alive");
+    let (free_tx, free_rx) = sync_channel::<Slot>(slots);
+    let (work_tx, work_rx) = sync_channel::<(usize, Slot)>(slots);
+    let (done_tx, done_rx) = sync_channel::<(usize, Slot)>(slots);
+    for _ in 0..slots {
+        free_tx
+            .send(Slot::default())
+            .expect("the receiver is alive");
     }
-    let writer = ArchiveWriter::new(output)?;
-    // A stage that fails drops its channel ends; its neighbours then stop, and the first
-    // real error is reported. Only when all three finish cleanly is the index written,
-    // so a failed read can never be sealed into a valid-looking archive.
-    let (read, code, written) = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || -> Result<()> {
-            for mut batch in free_rx.iter() {
-                let more = fill_batch(&mut batch, &mut input, chunk_size, batch_len)?;
-                if !batch.is_empty() && full_tx.send(batch).is_err() {
+    let work_rx = Mutex::new(work_rx);
+    let failure = Failure::default();
+    let mut written = Written {
+        writer: ArchiveWriter::new(output)?,
+        hasher: Sha256::new(),
+        chunk_refs: Vec::new(),
+        digests: Vec::new(),
+        summary: FoldSummary::default(),
+    };
+    // Each stage stops when its input channel closes or another stage has failed, and
+    // closes its own output on the way out, so every stage ends whatever fails first.
+    let (chunks_read, written) = std::thread::scope(|scope| {
+        let failure = &failure;
+        let reader = scope.spawn(move || -> Result<usize> {
+            let mut chunks = 0;
+            for mut slot in free_rx.iter() {
+                if failure.failed() {
                     break;
                 }
-                if !more {
+                slot.raw.clear();
+                // Exactly one chunk of room: read_to_end would otherwise double it.
+                slot.raw.reserve_exact(chunk_size);
+                let read = input
+                    .by_ref()
+                    .take(chunk_size as u64)
+                    .read_to_end(&mut slot.raw)
+                    .map_err(Error::io("cannot read the input", None))?;
+                if read == 0 || work_tx.send((chunks, slot)).is_err() {
+                    break;
+                }
+                chunks += 1;
+                if read < chunk_size {
                     break;
                 }
             }
-            Ok(())
+            Ok(chunks)
         });
         let writer = scope.spawn(move || -> Result<Written<W>> {
-            let mut written = Written {
-                writer,
-                hasher: Sha256::new(),
-                chunk_refs: Vec::new(),
-                digests: Vec::new(),
-                summary: FoldSummary::default(),
-            };
-            for batch in coded_rx.iter() {
-                write_batch(&mut written, &batch, observer)?;
-                let _ = free_tx.send(batch);
+            let mut waiting = BTreeMap::new();
+            for (number, slot) in done_rx.iter() {
+                waiting.insert(number, slot);
+                while let Some(slot) = waiting.remove(&written.chunk_refs.len()) {
+                    write_chunk(&mut written, &slot, observer)?;
+                    let _ = free_tx.send(slot);
+                }
             }
             Ok(written)
         });
-        let code = (|| -> Result<()> {
-            for mut batch in full_rx.iter() {
-                if observer.cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                code_batch(&mut batch, options)?;
-                if coded_tx.send(batch).is_err() {
-                    break;
-                }
+        rayon::scope(|scope| {
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let (work_rx, failure) = (&work_rx, failure);
+                scope.spawn(move |_| {
+                    loop {
+                        // The lock is released at the end of this statement, before
+                        // the chunk is coded, so workers only queue for the next job.
+                        let job = work_rx.lock().expect("not poisoned").recv();
+                        let Ok((number, mut slot)) = job else {
+                            break;
+                        };
+                        if failure.failed() {
+                            break;
+                        }
+                        if observer.cancelled() {
+                            failure.record(Error::Cancelled);
+                            break;
+                        }
+                        if let Err(e) = code_chunk(&mut slot, options) {
+                            failure.record(e);
+                            break;
+                        }
+                        if done_tx.send((number, slot)).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            Ok(())
-        })();
-        drop(coded_tx);
-        drop(full_rx);
+        });
+        drop(done_tx);
+        drop(work_rx);
         let read = reader.join().expect("the reader stage does not panic");
         let written = writer.join().expect("the writer stage does not panic");
-        (read, code, written)
+        (read, written)
     });
-    read?;
-    code?;
+    if let Some(error) = failure.first.into_inner().expect("not poisoned") {
+        return Err(error);
+    }
+    let chunks_read = chunks_read?;
     let Written {
         writer,
         hasher,
@@ -281,8 +335,9 @@ fn fold_in_pool<W: Write + Send>(
         digests,
         mut summary,
     } = written?;
-    // A cancel that arrives while the last batch is read must still win over committing.
-    if observer.cancelled() {
+    // Every chunk read must have been written: a stage that stopped early without an
+    // error of its own (a closed channel) must not let a short archive be sealed.
+    if chunk_refs.len() != chunks_read || observer.cancelled() {
         return Err(Error::Cancelled);
     }
     let entry = Entry {
@@ -300,87 +355,55 @@ fn fold_in_pool<W: Write + Send>(
     Ok(summary)
 }
 
-/// Appends a coded batch to the archive and feeds it to the entry's SHA-256, which is
+/// Appends a coded chunk to the archive and feeds it to the entry's SHA-256, which is
 /// sequential by nature and so belongs to the one stage that sees chunks in order.
-fn write_batch<W: Write>(
+fn write_chunk<W: Write>(
     written: &mut Written<W>,
-    batch: &[Slot],
+    slot: &Slot,
     observer: &dyn Observer,
 ) -> Result<()> {
-    for slot in batch {
-        let codec = slot.codec.expect("every slot of a coded batch is coded");
-        let raw_len = slot.raw.len() as u32;
-        written.hasher.update(&slot.raw);
-        written.chunk_refs.push(written.writer.push_chunk(
-            codec as u8,
-            raw_len,
-            &slot.stored,
-            slot.digest,
-        )?);
-        written.digests.push(slot.digest);
-        written.summary.input_bytes += u64::from(raw_len);
-        count_codec(&mut written.summary.chunks_by_codec, codec);
-        observer.progress(u64::from(raw_len));
+    let codec = slot.codec.expect("workers code every chunk they pass on");
+    let raw_len = slot.raw.len() as u32;
+    written.hasher.update(&slot.raw);
+    written.chunk_refs.push(written.writer.push_chunk(
+        codec as u8,
+        raw_len,
+        &slot.stored,
+        slot.digest,
+    )?);
+    written.digests.push(slot.digest);
+    written.summary.input_bytes += u64::from(raw_len);
+    match written
+        .summary
+        .chunks_by_codec
+        .iter_mut()
+        .find(|(c, _)| *c == codec)
+    {
+        Some((_, n)) => *n += 1,
+        None => written.summary.chunks_by_codec.push((codec, 1)),
     }
+    observer.progress(u64::from(raw_len));
     Ok(())
 }
 
-fn count_codec(counts: &mut Vec<(CodecId, u64)>, codec: CodecId) {
-    match counts.iter_mut().find(|(c, _)| *c == codec) {
-        Some((_, n)) => *n += 1,
-        None => counts.push((codec, 1)),
-    }
-}
-
-/// Digests the batch through the accelerator and codes its chunks in parallel.
-fn code_batch(batch: &mut [Slot], options: &FoldOptions) -> Result<()> {
-    let slices: Vec<&[u8]> = batch.iter().map(|slot| slot.raw.as_slice()).collect();
-    let digests = options.accelerator.digest_batch(&slices)?;
-    batch
-        .par_iter_mut()
-        .zip(digests)
-        .try_for_each(|(slot, digest)| {
-            slot.digest = digest;
-            slot.codec = Some(mmh_codecs::encode(
-                &slot.raw,
-                &options.encode,
-                &mut slot.stored,
-            )?);
-            Ok(())
-        })
-}
-
-/// Refills `batch` with up to `batch_len` chunks of `chunk_size` bytes, reusing its
-/// buffers; only the input's last chunk may be shorter. Returns whether more input may
-/// follow.
-fn fill_batch(
-    batch: &mut Vec<Slot>,
-    input: &mut impl Read,
-    chunk_size: usize,
-    batch_len: usize,
-) -> Result<bool> {
-    batch.resize_with(batch_len, Slot::default);
-    let mut filled = 0;
-    let mut more = true;
-    while filled < batch_len {
-        let slot = &mut batch[filled];
-        slot.raw.clear();
-        slot.codec = None;
-        let read = input
-            .by_ref()
-            .take(chunk_size as u64)
-            .read_to_end(&mut slot.raw)
-            .map_err(Error::io("cannot read the input", None))?;
-        if read > 0 {
-            filled += 1;
+/// Digests a chunk through the accelerator and codes it.
+fn code_chunk(slot: &mut Slot, options: &FoldOptions) -> Result<()> {
+    let digests = options.accelerator.digest_batch(&[&slot.raw])?;
+    slot.digest = match digests[..] {
+        [digest] => digest,
+        _ => {
+            return Err(Error::Backend {
+                backend: options.accelerator.name(),
+                reason: format!("returned {} digests for one chunk", digests.len()),
+            });
         }
-        if read < chunk_size {
-            more = false;
-            break;
-        }
-    }
-    batch.truncate(filled);
-    Ok(more)
+    };
+    slot.codec = Some(mmh_codecs::encode(
+        &slot.raw,
+        &options.encode,
+        &mut slot.stored,
+    )?);
+    Ok(())
 }
 
 /// Folds the regular file at `path` (named by its base name, with its permissions and
