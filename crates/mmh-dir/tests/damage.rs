@@ -2,6 +2,9 @@
 //! integrity error (never a panic, never a committed output), and forged archives whose
 //! container checks pass must still be caught by the SHA-256 and Merkle checks.
 
+mod common;
+
+use common::mixed_content;
 use mmh_codecs::{CodecChoice, EncodeParams};
 use mmh_dir::{
     EntryMeta, FoldOptions, Overwrite, Quiet, fold_stream, single_file, unfold_stream,
@@ -28,25 +31,6 @@ fn fold(data: &[u8], chunk_size: u32) -> Vec<u8> {
     let mut archive = Vec::new();
     fold_stream(data, meta, &mut archive, &options, &Quiet).unwrap();
     archive
-}
-
-/// Zeros (pattern), pseudo-random bytes (store) and text (zstd or lz4), in 1 KiB chunks.
-fn mixed_content() -> Vec<u8> {
-    let mut data = vec![0u8; 1024];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    data.extend((0..1024).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x as u8
-    }));
-    data.extend(
-        b"the quick brown fox jumps over the lazy dog. "
-            .iter()
-            .cycle()
-            .take(1500),
-    );
-    data
 }
 
 fn samples() -> Vec<(&'static str, Vec<u8>)> {

@@ -1,6 +1,9 @@
 //! Golden archives freeze each released format version: every build must decode them
 //! to their recorded content, and their bytes must keep the layout docs/FORMAT.md gives.
 
+mod common;
+
+use common::mixed_content;
 use std::path::PathBuf;
 
 use mmh_codecs::{CodecChoice, EncodeParams};
@@ -12,26 +15,6 @@ const REGENERATE: &str = "MMH_WRITE_GOLDEN=1 cargo test -p mmh-dir --test golden
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
-}
-
-/// The content of golden/v1/mixed.mmh: 1 KiB of zeros, 1 KiB of xorshift bytes and
-/// 1.5 KiB of text, folded in 1 KiB chunks so that pattern, store and zstd/lz4 appear.
-fn mixed_content() -> Vec<u8> {
-    let mut data = vec![0u8; 1024];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    data.extend((0..1024).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x as u8
-    }));
-    data.extend(
-        b"the quick brown fox jumps over the lazy dog. "
-            .iter()
-            .cycle()
-            .take(1500),
-    );
-    data
 }
 
 fn write_golden() {
