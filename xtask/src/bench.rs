@@ -69,6 +69,8 @@ usage: cargo xtask bench [options] [FILE...]
   --runs N         timed runs per method, median reported (default 3)
   --out DIR        where the SVG plot goes (default docs/bench in the workspace)
   --rss            also measure the peak RSS of `mmh fold` on 256 MiB and 2 GiB
+  --replot JSON    measure nothing: redraw <out>/size-vs-speed.svg from a saved results.json
+                   (e.g. target/bench/results.json)
   FILE...          real files to measure as well (e.g. from /tmp/mmh-dev-corpus)";
 
 /// What one `cargo xtask bench` measures.
@@ -92,6 +94,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// The command as typed, for the report.
     pub command: String,
+    /// A saved results.json to redraw the plot from (nothing is measured).
+    pub replot: Option<PathBuf>,
 }
 
 /// Entry point: `args` are the words after `cargo xtask bench`.
@@ -101,6 +105,12 @@ pub fn run(args: Vec<String>) -> Result<()> {
         return Ok(());
     }
     let config = parse_args(&args)?;
+    if let Some(json) = &config.replot {
+        let svg = config.out.join("size-vs-speed.svg");
+        report::replot(json, &svg)?;
+        eprintln!("bench: wrote {}", svg.display());
+        return Ok(());
+    }
     if cfg!(debug_assertions) {
         return rerun_in_release(&args);
     }
@@ -188,6 +198,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
             .chain(args.iter().map(|a| shell_quote(a)))
             .collect::<Vec<_>>()
             .join(" "),
+        replot: None,
     };
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -223,6 +234,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
             "--runs" => config.runs = value("--runs")?.parse().context("--runs takes a number")?,
             "--out" => config.out = PathBuf::from(value("--out")?),
             "--rss" => config.rss = true,
+            "--replot" => config.replot = Some(PathBuf::from(value("--replot")?)),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             file => config.files.push(PathBuf::from(file)),
         }

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
 use mmh_benches::format_size;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::measure::InputResult;
 use super::rss::RssResult;
@@ -336,10 +336,187 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
-/// Draws ratio (y) against fold speed (x, log scale), one panel per input, one labelled
-/// point per method, into one SVG file.
+/// What the plot needs of one input: also read back from a saved results.json by
+/// [`replot`] (the other fields there are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlotInput {
+    pub name: String,
+    pub bytes: u64,
+    pub methods: Vec<PlotPoint>,
+}
+
+/// One method on one input, as plotted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlotPoint {
+    pub method: String,
+    pub label: String,
+    pub ratio_pct: f64,
+    /// `None` where the JSON holds `null` (a speed that was not finite).
+    pub fold_mb_s: Option<f64>,
+    #[serde(default)]
+    pub unfold_mb_s: Option<f64>,
+}
+
+impl From<&InputResult> for PlotInput {
+    fn from(input: &InputResult) -> Self {
+        PlotInput {
+            name: input.name.clone(),
+            bytes: input.bytes,
+            methods: input
+                .methods
+                .iter()
+                .map(|m| PlotPoint {
+                    method: m.method.clone(),
+                    label: m.label.clone(),
+                    ratio_pct: m.ratio_pct,
+                    fold_mb_s: Some(m.fold_mb_s),
+                    unfold_mb_s: m.unfold_mb_s,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Draws the plot of [`plot`] again from a results.json that an earlier run saved.
+pub fn replot(json: &Path, svg: &Path) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Saved {
+        inputs: Vec<PlotInput>,
+    }
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("cannot read {}", json.display()))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench results.json", json.display()))?;
+    ensure!(
+        !saved.inputs.is_empty(),
+        "{} holds no inputs to plot (only RSS figures?)",
+        json.display()
+    );
+    draw(&saved.inputs, svg)
+}
+
+/// Draws ratio (y) against fold and unfold speed (x, log scale), one panel per input,
+/// into one SVG file: per method a filled marker at its fold speed and a hollow one at
+/// its unfold speed, joined by a line; one legend above all panels.
 pub fn plot(inputs: &[InputResult], path: &Path) -> Result<()> {
+    let inputs: Vec<PlotInput> = inputs.iter().map(PlotInput::from).collect();
+    draw(&inputs, path)
+}
+
+/// A usable speed: finite and above zero (the axis is logarithmic).
+fn usable(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// Tick values for a log axis over `lo..hi`: 1-2-5 per decade, finer when the range
+/// is narrow, only powers of ten when it is very wide.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let steps: [&[f64]; 4] = [
+        &[1.0],
+        &[1.0, 2.0, 5.0],
+        &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0],
+        &[1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0],
+    ];
+    let ticks = |mantissas: &[f64]| {
+        let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (e0..=e1)
+            .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect::<Vec<_>>()
+    };
+    let wide = ticks(steps[1]);
+    if wide.len() > 10 {
+        return ticks(steps[0]);
+    }
+    steps[1..]
+        .iter()
+        .map(|m| ticks(m))
+        .find(|t| t.len() >= 4)
+        .unwrap_or_else(|| ticks(steps[3]))
+}
+
+/// A tick value without a useless ".0": 150, 2000, 1.5.
+fn tick_label(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{}", (v * 100.0).round() / 100.0)
+    }
+}
+
+/// The y range (output / input, %) of a panel and its integer ticks: from a little
+/// below the smallest ratio to a little above 100 % (or the largest ratio).
+fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
+    let (min, max) = ratios.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let (min, max) = if min <= max { (min, max) } else { (0.0, 100.0) };
+    let top = max.max(100.0);
+    let pad = (0.08 * (top - min)).max(1.5);
+    let (lo, hi) = ((min - pad).max(0.0), top + pad);
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0, 25.0]
+        .into_iter()
+        .find(|s| (hi - lo) / s <= 9.0)
+        .unwrap_or(50.0);
+    let ticks = (0..)
+        .map(|i| (lo / step).ceil() * step + step * f64::from(i))
+        .take_while(|t| *t <= hi)
+        .collect();
+    (lo, hi, ticks)
+}
+
+/// A linear axis with the given ticks (plotters' own f64 axis picks its ticks itself,
+/// and its `with_key_points` form cannot take a label formatter).
+struct Ticked {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl plotters::coord::ranged1d::Ranged for Ticked {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let t = (value - self.lo) / (self.hi - self.lo);
+        limit.0 + (t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// The outline of a method's marker, as offsets in pixels around its point.
+fn marker_shape(index: usize, r: i32) -> Vec<(i32, i32)> {
+    let polygon = |n: usize, phase: f64, r: f64| -> Vec<(i32, i32)> {
+        (0..n)
+            .map(|k| {
+                let a = phase + std::f64::consts::TAU * k as f64 / n as f64;
+                ((r * a.cos()).round() as i32, (r * a.sin()).round() as i32)
+            })
+            .collect()
+    };
+    let r = f64::from(r);
+    let deg = std::f64::consts::PI / 180.0;
+    match index % 5 {
+        0 => polygon(20, 0.0, r),               // circle
+        1 => polygon(4, 45.0 * deg, r * 1.15),  // square
+        2 => polygon(3, -90.0 * deg, r * 1.35), // triangle, point up
+        3 => polygon(4, 0.0, r * 1.3),          // diamond
+        _ => polygon(3, 90.0 * deg, r * 1.35),  // triangle, point down
+    }
+}
+
+fn draw(inputs: &[PlotInput], path: &Path) -> Result<()> {
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
 
     const COLORS: [RGBColor; 5] = [
         RGBColor(0xd6, 0x27, 0x28),
@@ -348,60 +525,169 @@ pub fn plot(inputs: &[InputResult], path: &Path) -> Result<()> {
         RGBColor(0x94, 0x67, 0xbd),
         RGBColor(0x7f, 0x7f, 0x7f),
     ];
+    const MARKER: i32 = 7;
+    // Font sizes as plotters takes them (the SVG gets them divided by 1.24).
+    const TICK: u32 = 16;
+    const TEXT: u32 = 17;
+    const CAPTION: u32 = 21;
+    // Rough text width in pixels for `size` (about 0.6 em per character once drawn).
+    let text_width =
+        |text: &str, size: u32| (text.chars().count() as f64 * f64::from(size) * 0.45) as i32;
+
+    // Every method once, in order of first appearance: its colour and shape are the
+    // same in every panel.
+    let mut methods: Vec<(&str, &str)> = Vec::new();
+    for m in inputs.iter().flat_map(|i| &i.methods) {
+        if !methods.iter().any(|(key, _)| *key == m.method) {
+            methods.push((&m.method, &m.label));
+        }
+    }
+    let index_of = |key: &str| methods.iter().position(|(k, _)| *k == key).unwrap_or(0);
+    // Method `index`'s marker at `at` (chart or pixel coordinates): filled for fold,
+    // hollow (white inside, coloured edge) for unfold.
+    macro_rules! marker {
+        ($index:expr, $at:expr, $filled:expr) => {
+            marker!($index, COLORS[$index % COLORS.len()], $at, $filled)
+        };
+        ($index:expr, $color:expr, $at:expr, $filled:expr) => {{
+            let color = $color;
+            let shape = marker_shape($index, MARKER);
+            let mut outline = shape.clone();
+            outline.push(shape[0]);
+            let (fill, edge) = if $filled {
+                (color.filled(), WHITE.stroke_width(1))
+            } else {
+                (WHITE.filled(), color.stroke_width(2))
+            };
+            EmptyElement::at($at) + Polygon::new(shape, fill) + PathElement::new(outline, edge)
+        }};
+    }
+
     let cols = inputs.len().clamp(1, 2);
     let rows = inputs.len().div_ceil(cols).max(1);
-    let (w, h) = (620 * cols as u32, 420 * rows as u32);
-    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
+    let width = 620 * cols as u32;
+
+    // The legend: the methods, wrapped to the figure's width, then what the two marker
+    // styles mean.
+    let line = 26;
+    let mut entries = Vec::new();
+    let (mut x, mut y) = (20, 48);
+    for (i, (_, label)) in methods.iter().enumerate() {
+        let w = 22 + text_width(label, TEXT) + 28;
+        if x + w > width as i32 - 10 && x > 20 {
+            (x, y) = (20, y + line);
+        }
+        entries.push((i, *label, (x, y)));
+        x += w;
+    }
+    let key_y = y + line;
+    let legend_h = (key_y + 22) as u32;
+
+    let root = SVGBackend::new(path, (width, legend_h + 420 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((rows, cols));
-    for (panel, input) in panels.iter().zip(inputs) {
-        let xs = input.methods.iter().map(|m| m.fold_mb_s);
-        let (lo, hi) = xs.fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
-        let top = input
+    let (top, body) = root.split_vertically(legend_h);
+    let left =
+        TextStyle::from(("sans-serif", TEXT).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    top.draw_text(
+        "Output size against speed, one panel per input (lower right is better)",
+        &TextStyle::from(("sans-serif", CAPTION).into_font())
+            .pos(Pos::new(HPos::Left, VPos::Center)),
+        (20, 18),
+    )?;
+    for (i, label, (x, y)) in entries {
+        top.draw(&marker!(i, (x + 8, y), true))?;
+        top.draw_text(label, &left, (x + 22, y))?;
+    }
+    // The key to fold and unfold in black, a colour no method has.
+    let mut x = 20;
+    top.draw(&marker!(0, BLACK, (x + 8, key_y), true))?;
+    let fold = "filled: fold (compress)";
+    top.draw_text(fold, &left, (x + 22, key_y))?;
+    x += 22 + text_width(fold, TEXT) + 28;
+    top.draw(&marker!(0, BLACK, (x + 8, key_y), false))?;
+    let unfold = "hollow: unfold (decompress; mmh also checks SHA-256)";
+    top.draw_text(unfold, &left, (x + 22, key_y))?;
+    x += 22 + text_width(unfold, TEXT) + 28;
+    top.draw_text("MB/s: 10^6 bytes of input per second", &left, (x, key_y))?;
+
+    for (panel, input) in body.split_evenly((rows, cols)).iter().zip(inputs) {
+        let speeds: Vec<f64> = input
             .methods
             .iter()
-            .map(|m| m.ratio_pct)
-            .fold(0f64, f64::max);
+            .flat_map(|m| [usable(m.fold_mb_s), usable(m.unfold_mb_s)])
+            .flatten()
+            .collect();
+        let (lo, hi) = speeds
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = if lo <= hi {
+            (lo / 1.3, hi * 1.3)
+        } else {
+            (10.0, 10_000.0)
+        };
+        let (y_lo, y_hi, y_ticks) = ratio_axis(input.methods.iter().map(|m| m.ratio_pct));
+        let unfold_note = if input
+            .methods
+            .iter()
+            .any(|m| usable(m.unfold_mb_s).is_some())
+        {
+            ""
+        } else {
+            ", unfold not measured"
+        };
         let mut chart = ChartBuilder::on(panel)
             .caption(
-                format!("{} ({})", input.name, format_size(input.bytes)),
-                ("sans-serif", 18),
+                format!("{} ({}){unfold_note}", input.name, format_size(input.bytes)),
+                ("sans-serif", CAPTION),
             )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d((lo / 1.6..hi * 1.6).log_scale(), 0f64..(top * 1.15 + 1.0))?;
+            .margin(14)
+            .margin_right(24)
+            .x_label_area_size(46)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+                Ticked {
+                    lo: y_lo,
+                    hi: y_hi,
+                    ticks: y_ticks,
+                },
+            )?;
         chart
             .configure_mesh()
-            .x_desc("fold MB/s (log scale)")
-            .y_desc("output / input, %")
-            .label_style(("sans-serif", 12))
+            .x_desc("MB/s of input (log scale)")
+            .y_desc("output / input")
+            .x_label_formatter(&|v| tick_label(*v))
+            .y_label_formatter(&|v| format!("{v:.0} %"))
+            .label_style(("sans-serif", TICK))
+            .axis_desc_style(("sans-serif", TEXT))
+            .bold_line_style(BLACK.mix(0.12))
             .draw()?;
-        for (i, m) in input.methods.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            // Each method's label has its own height, so points at the same place (mmh zstd
-            // and zstd often are) keep legible labels; the legend says it again.
-            let dy = -24 + 11 * i as i32;
-            chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((m.fold_mb_s, m.ratio_pct))
-                        + Circle::new((0, 0), 5, color.filled())
-                        + Text::new(
-                            m.method.clone(),
-                            (9, dy),
-                            ("sans-serif", 12).into_font().color(&color),
-                        ),
-                ))?
-                .label(m.label.clone())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+        // Lines first, so that no marker is drawn over by another method's line.
+        for m in &input.methods {
+            let color = COLORS[index_of(&m.method) % COLORS.len()];
+            if let (Some(f), Some(u)) = (usable(m.fold_mb_s), usable(m.unfold_mb_s)) {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(f, m.ratio_pct), (u, m.ratio_pct)],
+                    color.mix(0.45).stroke_width(2),
+                )))?;
+            }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()?;
+        for m in &input.methods {
+            let i = index_of(&m.method);
+            if let Some(u) = usable(m.unfold_mb_s) {
+                chart
+                    .plotting_area()
+                    .draw(&marker!(i, (u, m.ratio_pct), false))?;
+            }
+        }
+        for m in &input.methods {
+            let i = index_of(&m.method);
+            if let Some(f) = usable(m.fold_mb_s) {
+                chart
+                    .plotting_area()
+                    .draw(&marker!(i, (f, m.ratio_pct), true))?;
+            }
+        }
     }
     root.present()?;
     Ok(())
