@@ -316,7 +316,7 @@ pub fn markdown(r: &Results) -> String {
 
     if !r.rss.is_empty() {
         s.push_str(
-            "### Peak RSS of `target/release/mmh fold - -o FILE -q` fed generated data on stdin (wait4 ru_maxrss)\n\n",
+            "### Peak RSS of `target/release/mmh fold - -o FILE -q` fed generated data on stdin (peak VmHWM, polled from /proc every 2 ms)\n\n",
         );
         s.push_str(
             "| input | peak RSS | fold MB/s (incl. pipe) | ratio % |\n|---|---:|---:|---:|\n",

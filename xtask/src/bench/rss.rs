@@ -1,12 +1,13 @@
 //! Peak RSS of the release `mmh` binary folding generated data from a pipe.
 //!
 //! The child is `mmh fold - -o FILE -q`; this process feeds its stdin from the generator
-//! on a thread and reaps it with `wait4`, which gives that child's own `ru_maxrss`. The
-//! point of the figure: it must not grow with the input (fold holds two batches).
+//! on a thread and polls the child's VmHWM while it runs (see `sys::peak_rss` for why not
+//! `ru_maxrss`). The point of the figure: it must not grow with the input.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use mmh_benches::{MixedData, format_size};
@@ -70,20 +71,34 @@ pub fn measure(
             super::measure::copy(MixedData::new(seed, len), &mut stdin)
             // stdin is dropped here: end of input.
         });
-        let exit = super::sys::wait_with_rss(child.id())?;
+        // Poll the child's high-water mark while it runs: it only grows, so the last
+        // reading before exit is the peak unless memory grew in the final milliseconds.
+        let pid = child.id();
+        let done = AtomicBool::new(false);
+        let (exit, peak_rss_bytes) =
+            std::thread::scope(|scope| -> Result<(std::process::ExitStatus, u64)> {
+                let poller = scope.spawn(|| {
+                    let mut peak = 0;
+                    while !done.load(Ordering::Relaxed) {
+                        peak = super::sys::peak_rss(pid).unwrap_or(0).max(peak);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    peak
+                });
+                let status = child.wait();
+                done.store(true, Ordering::Relaxed);
+                let peak = poller.join().expect("the poller does not panic");
+                Ok((status?, peak))
+            })?;
         let seconds = start.elapsed().as_secs_f64();
         let fed = feeder.join().expect("the feeder thread does not panic");
-        ensure!(
-            exit.code == Some(0),
-            "mmh fold failed (exit {:?})",
-            exit.code
-        );
+        ensure!(exit.success(), "mmh fold failed ({exit})");
         ensure!(fed? == len, "mmh fold did not read all its input");
         let archive_bytes = std::fs::metadata(&archive)?.len();
         let _ = std::fs::remove_file(&archive);
         results.push(RssResult {
             input_bytes: len,
-            peak_rss_bytes: exit.max_rss,
+            peak_rss_bytes,
             archive_bytes,
             seconds,
         });

@@ -1,4 +1,4 @@
-//! The system calls the bench needs that std does not offer: a child's peak RSS, the
+//! What the bench needs from the system that std does not offer: a child's peak RSS, the
 //! free space of a file system, and this process's CPU time.
 //!
 //! Safety invariants, cited by the `SAFETY:` comments below:
@@ -10,47 +10,18 @@
 use std::io;
 use std::path::Path;
 
-/// How a waited-for child ended, and its peak resident set.
-pub struct Exit {
-    /// Exit code, or `None` when a signal ended it.
-    pub code: Option<i32>,
-    /// Peak RSS in bytes (`ru_maxrss` of this child alone).
-    pub max_rss: u64,
-}
-
-/// Waits for the child `pid` with `wait4`, which returns the resource usage of that one
-/// child, unlike `getrusage(RUSAGE_CHILDREN)` (the maximum over every child ever waited
-/// for, cargo included) or polling `/proc/PID/status` (which can miss the last peak).
-/// The caller must not wait for the child again (std's `Child::wait` would then fail).
-#[cfg(unix)]
-pub fn wait_with_rss(pid: u32) -> io::Result<Exit> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: invariant 1.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: invariant 2: `status` and `usage` are live locals borrowed only here.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    // Linux reports KiB; macOS reports bytes.
-    let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
-    Ok(Exit {
-        code,
-        max_rss: u64::try_from(usage.ru_maxrss).unwrap_or(0) * unit,
-    })
-}
-
-#[cfg(not(unix))]
-pub fn wait_with_rss(_pid: u32) -> io::Result<Exit> {
-    Err(io::Error::other("peak RSS is measured on Unix only"))
+/// The peak resident set (VmHWM) of the live process `pid`, in bytes, from
+/// `/proc/PID/status`; `None` once it has exited or where there is no procfs.
+///
+/// Not `ru_maxrss` from `wait4`: on Linux a child's `ru_maxrss` includes the resident set
+/// of the parent it was forked from (exec folds the old address space's high-water mark
+/// into the process's maximum), so a bench process holding 100 MiB would report every
+/// child as at least 100 MiB.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Bytes an unprivileged user may still write on the file system holding `path`.
