@@ -66,7 +66,7 @@ usage: cargo xtask bench [options] [FILE...]
                    be allowed here
   --threads N      worker threads for every method (default: all cores)
   --level N        zstd level for mmh and the zstd crate (default 3)
-  --runs N         timed runs per method, median reported (default 3)
+  --runs N         timed runs per method; the best is reported, every run and the median go to the JSON (default 3)
   --out DIR        where the SVG plot goes (default docs/bench in the workspace)
   --rss            also measure the peak RSS of `mmh fold` on 256 MiB and 2 GiB
   --replot JSON    measure nothing: redraw <out>/size-vs-speed.svg from a saved results.json
