@@ -228,7 +228,6 @@ pub fn unfold_stream(
     let mut reader = StreamReader::new(input)?;
     let mut hasher = Sha256::new();
     let mut digests: Vec<Digest> = Vec::new();
-    let mut written = 0u64;
     let batch_len = rayon::current_num_threads() * 2;
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut write = sink(&mut out, &mut hasher, observer);
@@ -244,13 +243,9 @@ pub fn unfold_stream(
                     || decode_frames(first_chunk, frames),
                 )
             },
-            || -> std::io::Result<()> {
-                pending.iter().try_for_each(|bytes| write(bytes))?;
-                written += pending.iter().map(|b| b.len() as u64).sum::<u64>();
-                Ok(())
-            },
+            || write_batch(&mut write, &pending),
         );
-        sunk.map_err(sink_error)?;
+        sunk?;
         pending.clear();
         for (bytes, digest) in decoded? {
             digests.push(digest);
@@ -258,11 +253,7 @@ pub fn unfold_stream(
         }
         frames = next?;
     }
-    pending
-        .iter()
-        .try_for_each(|bytes| write(bytes))
-        .map_err(sink_error)?;
-    written += pending.iter().map(|b| b.len() as u64).sum::<u64>();
+    write_batch(&mut write, &pending)?;
     drop(write);
     out.flush()
         .map_err(Error::io("cannot flush the output", None))?;
@@ -302,7 +293,7 @@ pub fn unfold_stream(
     check_entry_digest(&parts, hasher)?;
     Ok(StreamSummary {
         entry: entry.clone(),
-        bytes: written,
+        bytes: parts.size,
     })
 }
 
@@ -322,12 +313,20 @@ pub fn unfold_stream_to_path(
     Ok(summary)
 }
 
-fn sink_error(source: std::io::Error) -> Error {
-    if source.kind() == std::io::ErrorKind::Interrupted {
-        Error::Cancelled
-    } else {
-        Error::io("cannot write the output", None)(source)
-    }
+fn write_batch(
+    write: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
+    batch: &[Vec<u8>],
+) -> Result<()> {
+    batch
+        .iter()
+        .try_for_each(|bytes| write(bytes))
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                Error::Cancelled
+            } else {
+                Error::io("cannot write the output", None)(e)
+            }
+        })
 }
 
 fn read_frames<R: Read>(
