@@ -90,7 +90,13 @@ pub fn run(_args: &[String]) -> Result<()> {
 
     let started = Instant::now();
     let mut pending = PendingFile::create(&archive_path, Overwrite::Replace)?;
-    let summary = mmh_dir::fold_file(&input, pending.file(), &FoldOptions::default(), &Quiet)?;
+    let summary = mmh_dir::fold_path(
+        &input,
+        &mmh_dir::WalkOptions::default(),
+        pending.file(),
+        &FoldOptions::default(),
+        &Quiet,
+    )?;
     pending.commit()?;
     let fold_secs = started.elapsed().as_secs_f64();
     println!(

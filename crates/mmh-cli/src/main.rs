@@ -39,9 +39,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fold a file or standard input (`-`) into an archive.
+    /// Fold a file, a directory or standard input (`-`) into an archive.
     Fold(FoldArgs),
-    /// Unfold an archive (`-` for standard input) into a file or standard output (`-`).
+    /// Unfold an archive (`-` for standard input) into a file, a directory, or standard output (`-`).
     Unfold(UnfoldArgs),
     /// Decode and check everything in an archive (`-` for standard input).
     Verify(VerifyArgs),
@@ -53,7 +53,7 @@ enum Command {
 
 #[derive(Args)]
 struct FoldArgs {
-    /// File to fold, or `-` for standard input.
+    /// File or directory to fold, or `-` for standard input.
     input: PathBuf,
     /// Archive to write, or `-` for standard output [default: INPUT.mmh; `-` for stdin].
     #[arg(short, long)]
@@ -73,6 +73,15 @@ struct FoldArgs {
     /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Directories: store what symbolic links point to instead of the links.
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Directories: leave out unreadable files with a warning instead of failing.
+    #[arg(long)]
+    skip_unreadable: bool,
+    /// Directories: record every mtime as 0, so the same tree gives the same archive bytes.
+    #[arg(long)]
+    deterministic: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -81,11 +90,12 @@ struct FoldArgs {
 struct UnfoldArgs {
     /// Archive to unfold, or `-` for standard input.
     archive: PathBuf,
-    /// Where to write, or `-` for standard output [default: ARCHIVE without .mmh].
+    /// Where to write: a file for an archive of one file, else a directory; `-` for
+    /// standard output [default: ARCHIVE without .mmh].
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Entry to extract when the archive holds several.
-    entry: Option<String>,
+    /// Entries to extract (with everything under them); all when none are given.
+    paths: Vec<String>,
     /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -273,9 +283,9 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         (Some(path), _) => path.clone(),
         (None, true) => PathBuf::from("-"),
         (None, false) => {
-            let mut name = args.input.clone().into_os_string();
+            let mut name = args.input.file_name().unwrap_or_default().to_os_string();
             name.push(".mmh");
-            PathBuf::from(name)
+            args.input.with_file_name(name)
         }
     };
     let options = FoldOptions {
@@ -288,9 +298,17 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         threads: args.threads,
         ..FoldOptions::default()
     };
-    let total = (!from_stdin)
-        .then(|| args.input.metadata().ok().map(|m| m.len()))
-        .flatten();
+    let total = args
+        .input
+        .metadata()
+        .ok()
+        .filter(|m| !from_stdin && m.is_file())
+        .map(|m| m.len());
+    let walk = mmh_dir::WalkOptions {
+        follow_symlinks: args.follow_symlinks,
+        skip_unreadable: args.skip_unreadable,
+        deterministic: args.deterministic,
+    };
     let mut output = Output::open(&output_path, &args.common, true)?;
     let progress = Progress::new(total, &args.common, cancel);
     let started = Instant::now();
@@ -309,11 +327,14 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 &progress,
             )?
         } else {
-            mmh_dir::fold_file(&args.input, sink, &options, &progress)?
+            mmh_dir::fold_path(&args.input, &walk, sink, &options, &progress)?
         }
     };
     output.commit()?;
     drop(progress);
+    for warning in &summary.warnings {
+        eprintln!("mmh: warning: {warning}");
+    }
     let seconds = started.elapsed().as_secs_f64();
     let ratio = summary.archive_bytes as f64 / summary.input_bytes.max(1) as f64;
     let mb_per_s = summary.input_bytes as f64 / 1e6 / seconds.max(1e-9);
@@ -329,6 +350,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 "input": args.input, "output": output_path,
                 "input_bytes": summary.input_bytes, "archive_bytes": summary.archive_bytes,
                 "ratio": ratio, "seconds": seconds, "mb_per_s": mb_per_s, "chunks_by_codec": codecs,
+                "deduplicated_bytes": summary.deduplicated_bytes, "warnings": summary.warnings,
             })
         );
     } else if !args.common.quiet && !is_stdio(&output_path) {
@@ -360,9 +382,9 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     let progress_common = &args.common;
     let started = Instant::now();
     let written = if is_stdio(&args.archive) {
-        if args.entry.is_some() {
+        if !args.paths.is_empty() {
             bail!(
-                "an archive read from a pipe holds one file; naming an entry needs an archive file"
+                "an archive read from a pipe holds one file; naming entries needs an archive file"
             );
         }
         let progress = Progress::new(None, progress_common, cancel);
@@ -379,25 +401,27 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         summary.bytes
     } else {
         let archive = mmh_dir::open_archive(&args.archive)?;
-        let entry = match &args.entry {
-            Some(name) => mmh_dir::find_entry(archive.index(), name)?,
-            None => mmh_dir::single_file(archive.index())?,
-        };
-        let size = match &entry.kind {
-            mmh_format::EntryKind::File { size, .. } => *size,
-            _ => 0,
-        };
-        let progress = Progress::new(Some(size), progress_common, cancel);
+        let total = mmh_dir::list_entries(archive.index())
+            .iter()
+            .map(|l| l.size)
+            .sum();
+        let progress = Progress::new(Some(total), progress_common, cancel);
         if is_stdio(&output_path) {
+            let entry = match args.paths.as_slice() {
+                [] => mmh_dir::single_file(archive.index())?,
+                [name] => mmh_dir::find_entry(archive.index(), name)?,
+                _ => bail!("standard output takes one entry; name one, or use -o DIR"),
+            };
             mmh_dir::unfold_entry(&archive, entry, io::stdout(), &progress)?
         } else {
-            mmh_dir::unfold_to_path(
+            mmh_dir::unfold_path(
                 &archive,
-                entry,
                 &output_path,
+                &args.paths,
                 overwrite(&args.common),
                 &progress,
             )?
+            .bytes
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -472,7 +496,7 @@ fn list(args: ListArgs) -> Result<()> {
             .iter()
             .map(|l| {
                 json!({
-                    "name": l.entry.name, "size": l.size, "stored": l.stored, "ratio": l.ratio(),
+                    "name": l.entry.name, "kind": kind_name(&l.entry.kind), "size": l.size, "stored": l.stored, "ratio": l.ratio(),
                     "mode": format!("{:o}", l.entry.mode), "mtime": l.entry.mtime.secs,
                     "codecs": l.codecs.iter().map(|(c, b)| json!({"codec": c, "bytes": b})).collect::<Vec<_>>(),
                 })
@@ -499,10 +523,29 @@ fn list(args: ListArgs) -> Result<()> {
             l.stored,
             l.ratio() * 100.0,
             codecs.join(","),
-            l.entry.name
+            display_name(l.entry)
         )?;
     }
     Ok(())
+}
+
+fn kind_name(kind: &mmh_format::EntryKind) -> &'static str {
+    match kind {
+        mmh_format::EntryKind::File { .. } => "file",
+        mmh_format::EntryKind::Directory => "directory",
+        mmh_format::EntryKind::Symlink { .. } => "symlink",
+        mmh_format::EntryKind::HardLink { .. } => "hardlink",
+    }
+}
+
+/// An entry's name as `ls -F` would hint at its kind: `dir/`, `link -> target`.
+fn display_name(entry: &mmh_format::Entry) -> String {
+    match &entry.kind {
+        mmh_format::EntryKind::Directory => format!("{}/", entry.name),
+        mmh_format::EntryKind::Symlink { target } => format!("{} -> {target}", entry.name),
+        mmh_format::EntryKind::HardLink { target } => format!("{} => {target}", entry.name),
+        mmh_format::EntryKind::File { .. } => entry.name.clone(),
+    }
 }
 
 fn cat(args: CatArgs) -> Result<()> {

@@ -255,15 +255,6 @@ fn usage_errors_exit_2_and_missing_files_exit_1() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("/nonexistent/a.mmh"));
-    let dir = tempfile::tempdir().unwrap();
-    mmh()
-        .arg("fold")
-        .arg(dir.path())
-        .arg("-o")
-        .arg(dir.path().join("d.mmh"))
-        .assert()
-        .code(1)
-        .stderr(predicates::str::contains("is a directory"));
     mmh()
         .args(["fold", "-", "-o", "-", "--level", "30"])
         .write_stdin("x")
@@ -434,4 +425,66 @@ fn ctrl_c_leaves_no_file_under_the_final_name() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_directory_folds_lists_and_unfolds() {
+    let (dir, input, data) = setup();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/empty")).unwrap();
+    std::fs::copy(&input, tree.join("sub/weights.bin")).unwrap();
+    std::fs::copy(&input, tree.join("weights-copy.bin")).unwrap();
+    std::os::unix::fs::symlink("sub/weights.bin", tree.join("link")).unwrap();
+    let archive = dir.path().join("tree.mmh");
+    let summary = stdout_json(
+        mmh()
+            .args(["fold", "--json"])
+            .arg(&tree)
+            .arg("-o")
+            .arg(&archive),
+    );
+    assert_eq!(summary["deduplicated_bytes"], data.len() as u64);
+    let listing =
+        String::from_utf8(mmh().arg("list").arg(&archive).output().unwrap().stdout).unwrap();
+    assert!(listing.contains(" sub/empty/"), "{listing}");
+    assert!(listing.contains(" link -> sub/weights.bin"), "{listing}");
+    mmh()
+        .args(["verify", "-q"])
+        .arg(&archive)
+        .assert()
+        .success();
+    let out = dir.path().join("out");
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(&archive)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(out.join("weights-copy.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(out.join("link")).unwrap(), data);
+    assert!(out.join("sub/empty").is_dir());
+    let part = dir.path().join("part");
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(&archive)
+        .arg("-o")
+        .arg(&part)
+        .arg("sub")
+        .assert()
+        .success();
+    assert!(part.join("sub/weights.bin").exists() && !part.join("link").exists());
+    mmh()
+        .arg("cat")
+        .arg(&archive)
+        .arg("sub/weights.bin")
+        .assert()
+        .success();
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(&archive)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1);
 }

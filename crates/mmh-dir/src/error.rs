@@ -70,6 +70,22 @@ pub enum Error {
     /// back from a pipe.
     #[error("this archive's chunks are not in content order; read it from a file, not a pipe")]
     NotStreamable,
+    /// Following symbolic links led back to a directory being walked.
+    #[error("{} leads back to its ancestor {}; cannot follow symbolic links here", path.display(), ancestor.display())]
+    SymlinkLoop {
+        /// The link (or the path through it) that loops.
+        path: PathBuf,
+        /// The directory it leads back to.
+        ancestor: PathBuf,
+    },
+    /// An entry name that would write outside the target directory or through a link.
+    #[error("refusing entry {name:?}: {reason}")]
+    UnsafePath {
+        /// The entry's name as stored.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// An accelerator backend broke its contract.
     #[error("the {backend} backend failed: {reason}")]
     Backend {
@@ -90,11 +106,13 @@ impl From<mmh_verify::Error> for Error {
 }
 
 impl Error {
-    /// True when the archive's bytes are at fault (exit code 3 in the CLI).
+    /// True when the archive's bytes are at fault, damaged or hostile (exit code 3 in
+    /// the CLI).
     pub fn is_integrity(&self) -> bool {
         match self {
             Error::Format(e) => e.is_integrity(),
             Error::Verify(e) => e.is_integrity(),
+            Error::UnsafePath { .. } => true,
             _ => false,
         }
     }

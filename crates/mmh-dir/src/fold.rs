@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ impl Default for FoldOptions {
 }
 
 impl FoldOptions {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.encode.validate()?;
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_RAW_LEN {
             return Err(Error::InvalidOption(format!(
@@ -141,14 +141,22 @@ pub struct FoldSummary {
     pub input_bytes: u64,
     /// Bytes of archive written.
     pub archive_bytes: u64,
-    /// Chunks written, per codec.
+    /// Chunks stored, per codec.
     pub chunks_by_codec: Vec<(CodecId, u64)>,
+    /// Bytes of content that repeated a chunk already stored, and were referenced
+    /// instead of stored again.
+    pub deduplicated_bytes: u64,
+    /// What was left out of a directory fold, and why (sockets, devices, skipped
+    /// unreadable files).
+    pub warnings: Vec<String>,
 }
 
 /// One chunk's buffers, reused from chunk to chunk so that a long fold does not pay for
 /// fresh (page-faulting) allocations on every chunk.
 #[derive(Default)]
 struct Slot {
+    /// The entry whose content this chunk is part of.
+    entry: usize,
     raw: Vec<u8>,
     stored: Vec<u8>,
     codec: Option<CodecId>,
@@ -195,10 +203,88 @@ pub(crate) fn in_pool<T: Send>(
 /// has finished cleanly.
 struct Written<W: Write> {
     writer: ArchiveWriter<W>,
-    hasher: Sha256,
-    chunk_refs: Vec<u32>,
+    /// The entries, whose file contents the writer fills in as their chunks arrive.
+    entries: Vec<Entry>,
+    /// Sequence number of the next chunk to write.
+    next: usize,
+    /// The file being written and the SHA-256 of its content so far: chunks arrive in
+    /// input order, so one file is open at a time.
+    open: Option<(usize, Sha256)>,
+    /// Chunks already in the archive, by digest, when repeats are referenced rather than
+    /// stored again.
+    stored: Option<HashMap<Digest, u32>>,
+    /// Digests of the stored chunks in archive order, for the Merkle root.
     digests: Vec<Digest>,
     summary: FoldSummary,
+}
+
+impl<W: Write> Written<W> {
+    fn file_of(&mut self, entry: usize) -> (&mut u64, &mut Digest, &mut Vec<u32>) {
+        match &mut self.entries[entry].kind {
+            EntryKind::File {
+                size,
+                digest,
+                chunks,
+            } => (size, digest, chunks),
+            _ => unreachable!("sources are only read for file entries"),
+        }
+    }
+
+    /// Seals the open file's digest.
+    fn close_file(&mut self) {
+        if let Some((entry, hasher)) = self.open.take() {
+            *self.file_of(entry).1 = hasher.finalize().into();
+        }
+    }
+
+    /// Appends one coded chunk (or a reference to an identical one) to its file.
+    fn push(&mut self, slot: &Slot, observer: &dyn Observer) -> Result<()> {
+        if self
+            .open
+            .as_ref()
+            .is_none_or(|(entry, _)| *entry != slot.entry)
+        {
+            self.close_file();
+            self.open = Some((slot.entry, Sha256::new()));
+        }
+        let (_, hasher) = self.open.as_mut().expect("opened above");
+        hasher.update(&slot.raw);
+        let raw_len = slot.raw.len() as u32;
+        let known = self.stored.as_ref().and_then(|s| s.get(&slot.digest));
+        let number = match known {
+            Some(&number) => {
+                self.summary.deduplicated_bytes += u64::from(raw_len);
+                number
+            }
+            None => {
+                let codec = slot.codec.expect("workers code every chunk they pass on");
+                let number =
+                    self.writer
+                        .push_chunk(codec as u8, raw_len, &slot.stored, slot.digest)?;
+                if let Some(stored) = &mut self.stored {
+                    stored.insert(slot.digest, number);
+                }
+                self.digests.push(slot.digest);
+                match self
+                    .summary
+                    .chunks_by_codec
+                    .iter_mut()
+                    .find(|(c, _)| *c == codec)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => self.summary.chunks_by_codec.push((codec, 1)),
+                }
+                number
+            }
+        };
+        let (size, _, chunks) = self.file_of(slot.entry);
+        *size += u64::from(raw_len);
+        chunks.push(number);
+        self.summary.input_bytes += u64::from(raw_len);
+        self.next += 1;
+        observer.progress(u64::from(raw_len));
+        Ok(())
+    }
 }
 
 /// The first error any stage met; the others see `failed` and stop early.
@@ -222,9 +308,68 @@ impl Failure {
     }
 }
 
+/// The content of one file entry, to be read when the reader reaches it.
+pub(crate) type Content<'a> = (
+    usize,
+    Box<dyn FnOnce() -> Result<Box<dyn Read + Send + 'a>> + Send + 'a>,
+);
+
 fn fold_in_pool<W: Write + Send>(
-    mut input: impl Read + Send,
+    input: impl Read + Send,
     meta: EntryMeta,
+    output: W,
+    options: &FoldOptions,
+    observer: &dyn Observer,
+) -> Result<FoldSummary> {
+    let entry = Entry {
+        name: meta.name,
+        mode: meta.mode,
+        mtime: meta.mtime,
+        kind: empty_file(),
+    };
+    let source: Content<'_> = (0, Box::new(move || Ok(Box::new(input) as _)));
+    fold_entries(
+        vec![entry],
+        vec![source],
+        Repeats::StoreAgain,
+        output,
+        options,
+        observer,
+    )
+}
+
+/// A file entry before its content is known.
+pub(crate) fn empty_file() -> EntryKind {
+    EntryKind::File {
+        size: 0,
+        digest: Sha256::digest([]).into(),
+        chunks: Vec::new(),
+    }
+}
+
+/// What a fold does with a chunk it has already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeats {
+    /// Store it again, so that an archive of one file keeps its chunks in content order
+    /// and unfolds front to back from a pipe.
+    StoreAgain,
+    /// Reference the stored copy (dedup): for archives of many entries, which are read
+    /// by seeking anyway.
+    Reference,
+}
+
+/// Folds `entries` (file entries start as [`empty_file`]) whose file contents come from
+/// `sources`, in order, into `output`.
+///
+/// A reader thread cuts each source into chunks, one worker per pool thread hashes and
+/// codes whichever chunk is next, and a writer thread puts them back in input order,
+/// stores each distinct chunk once and fills in the file entries. A fixed set of chunk
+/// buffers circulates between the stages (two per worker, plus two), so memory stays
+/// flat whatever the input's size.
+pub(crate) fn fold_entries<'a, W: Write + Send>(
+    entries: Vec<Entry>,
+    sources: Vec<Content<'a>>,
+    repeats: Repeats,
     output: W,
     options: &FoldOptions,
     observer: &dyn Observer,
@@ -244,8 +389,10 @@ fn fold_in_pool<W: Write + Send>(
     let failure = Failure::default();
     let mut written = Written {
         writer: ArchiveWriter::new(output)?,
-        hasher: Sha256::new(),
-        chunk_refs: Vec::new(),
+        entries,
+        next: 0,
+        open: None,
+        stored: (repeats == Repeats::Reference).then(HashMap::new),
         digests: Vec::new(),
         summary: FoldSummary::default(),
     };
@@ -255,24 +402,37 @@ fn fold_in_pool<W: Write + Send>(
         let failure = &failure;
         let reader = scope.spawn(move || -> Result<usize> {
             let mut chunks = 0;
-            for mut slot in free_rx.iter() {
-                if failure.failed() {
-                    break;
-                }
-                slot.raw.clear();
-                // Exactly one chunk of room: read_to_end would otherwise double it.
-                slot.raw.reserve_exact(chunk_size);
-                let read = input
-                    .by_ref()
-                    .take(chunk_size as u64)
-                    .read_to_end(&mut slot.raw)
-                    .map_err(Error::io("cannot read the input", None))?;
-                if read == 0 || work_tx.send((chunks, slot)).is_err() {
-                    break;
-                }
-                chunks += 1;
-                if read < chunk_size {
-                    break;
+            // A buffer taken for a read that found the end of a file serves the next.
+            let mut spare: Option<Slot> = None;
+            for (entry, open) in sources {
+                let mut input = open()?;
+                loop {
+                    let Some(mut slot) = spare.take().or_else(|| free_rx.recv().ok()) else {
+                        return Ok(chunks);
+                    };
+                    if failure.failed() {
+                        return Ok(chunks);
+                    }
+                    slot.entry = entry;
+                    slot.raw.clear();
+                    // Exactly one chunk of room: read_to_end would otherwise double it.
+                    slot.raw.reserve_exact(chunk_size);
+                    let read = input
+                        .by_ref()
+                        .take(chunk_size as u64)
+                        .read_to_end(&mut slot.raw)
+                        .map_err(Error::io("cannot read the input", None))?;
+                    if read == 0 {
+                        spare = Some(slot);
+                        break;
+                    }
+                    if work_tx.send((chunks, slot)).is_err() {
+                        return Ok(chunks);
+                    }
+                    chunks += 1;
+                    if read < chunk_size {
+                        break;
+                    }
                 }
             }
             Ok(chunks)
@@ -281,11 +441,12 @@ fn fold_in_pool<W: Write + Send>(
             let mut waiting = BTreeMap::new();
             for (number, slot) in done_rx.iter() {
                 waiting.insert(number, slot);
-                while let Some(slot) = waiting.remove(&written.chunk_refs.len()) {
-                    write_chunk(&mut written, &slot, observer)?;
+                while let Some(slot) = waiting.remove(&written.next) {
+                    written.push(&slot, observer)?;
                     let _ = free_tx.send(slot);
                 }
             }
+            written.close_file();
             Ok(written)
         });
         rayon::scope(|scope| {
@@ -330,60 +491,20 @@ fn fold_in_pool<W: Write + Send>(
     let chunks_read = chunks_read?;
     let Written {
         writer,
-        hasher,
-        chunk_refs,
+        entries,
+        next,
         digests,
         mut summary,
+        ..
     } = written?;
     // Every chunk read must have been written: a stage that stopped early without an
     // error of its own (a closed channel) must not let a short archive be sealed.
-    if chunk_refs.len() != chunks_read || observer.cancelled() {
+    if next != chunks_read || observer.cancelled() {
         return Err(Error::Cancelled);
     }
-    let entry = Entry {
-        name: meta.name,
-        mode: meta.mode,
-        mtime: meta.mtime,
-        kind: EntryKind::File {
-            size: summary.input_bytes,
-            digest: hasher.finalize().into(),
-            chunks: chunk_refs,
-        },
-    };
-    let (_, archive_bytes) = writer.finish(vec![entry], mmh_verify::merkle_root(&digests))?;
+    let (_, archive_bytes) = writer.finish(entries, mmh_verify::merkle_root(&digests))?;
     summary.archive_bytes = archive_bytes;
     Ok(summary)
-}
-
-/// Appends a coded chunk to the archive and feeds it to the entry's SHA-256, which is
-/// sequential by nature and so belongs to the one stage that sees chunks in order.
-fn write_chunk<W: Write>(
-    written: &mut Written<W>,
-    slot: &Slot,
-    observer: &dyn Observer,
-) -> Result<()> {
-    let codec = slot.codec.expect("workers code every chunk they pass on");
-    let raw_len = slot.raw.len() as u32;
-    written.hasher.update(&slot.raw);
-    written.chunk_refs.push(written.writer.push_chunk(
-        codec as u8,
-        raw_len,
-        &slot.stored,
-        slot.digest,
-    )?);
-    written.digests.push(slot.digest);
-    written.summary.input_bytes += u64::from(raw_len);
-    match written
-        .summary
-        .chunks_by_codec
-        .iter_mut()
-        .find(|(c, _)| *c == codec)
-    {
-        Some((_, n)) => *n += 1,
-        None => written.summary.chunks_by_codec.push((codec, 1)),
-    }
-    observer.progress(u64::from(raw_len));
-    Ok(())
 }
 
 /// Digests a chunk through the accelerator and codes it.
@@ -406,21 +527,19 @@ fn code_chunk(slot: &mut Slot, options: &FoldOptions) -> Result<()> {
     Ok(())
 }
 
-/// Folds the regular file at `path` (named by its base name, with its permissions and
-/// mtime) into `output`.
-pub fn fold_file(
+/// Folds what is at `path`: a directory as a tree ([`crate::fold_tree`]), anything else as
+/// one file named by its base name, with its permissions and mtime.
+pub fn fold_path(
     path: &Path,
+    walk: &crate::WalkOptions,
     output: impl Write + Send,
     options: &FoldOptions,
     observer: &dyn Observer,
 ) -> Result<FoldSummary> {
-    let meta = EntryMeta::of_file(path)?;
     if path.is_dir() {
-        return Err(Error::InvalidOption(format!(
-            "{} is a directory; this build folds files and streams (directory folding is planned)",
-            path.display()
-        )));
+        return crate::fold_tree(path, walk, output, options, observer);
     }
+    let meta = EntryMeta::of_file(path)?;
     let file = std::fs::File::open(path).map_err(Error::io("cannot open", Some(path)))?;
     fold_stream(file, meta, output, options, observer)
 }

@@ -8,8 +8,10 @@
 //! is written that has not matched its SHA-256, and outputs reach their final name only
 //! once complete and verified ([`PendingFile`]).
 //!
-//! Directory walking, content-defined chunking and dedup across files and versions are
-//! this crate's next step (see the directory issue); today it folds one file or stream.
+//! A directory folds into one archive ([`fold_tree`]): entries in a deterministic
+//! order, repeated chunks stored once; [`unfold_tree`] recreates it without ever
+//! writing outside the target. Content-defined chunking and dedup across archive
+//! versions are the next steps (see the directory issue).
 //!
 //! ```
 //! use mmh_dir::{EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
@@ -34,16 +36,21 @@ mod error;
 mod fold;
 mod list;
 mod output;
+mod safe_path;
+mod tree;
 mod unfold;
+mod walk;
 
 pub use error::{Error, Result};
-pub use fold::{DEFAULT_CHUNK_SIZE, EntryMeta, FoldOptions, FoldSummary, fold_file, fold_stream};
+pub use fold::{DEFAULT_CHUNK_SIZE, EntryMeta, FoldOptions, FoldSummary, fold_path, fold_stream};
 pub use list::{EntryListing, list_entries};
 pub use output::{Overwrite, PendingFile};
+pub use tree::{TreeSummary, fold_tree, unfold_path, unfold_tree};
 pub use unfold::{
     StreamSummary, find_entry, open_archive, read_range, single_file, unfold_entry, unfold_stream,
     unfold_stream_to_path, unfold_to_path,
 };
+pub use walk::WalkOptions;
 
 /// Watches a long operation: receives progress and may ask it to stop.
 pub trait Observer: Sync {

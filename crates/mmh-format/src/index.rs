@@ -74,6 +74,11 @@ pub enum EntryKind {
         /// The link's target, as written.
         target: String,
     },
+    /// A further name of a file stored earlier in the archive (a hard link).
+    HardLink {
+        /// Name of the earlier file entry.
+        target: String,
+    },
 }
 
 /// The archive's table of contents.
@@ -134,9 +139,18 @@ impl Index {
                 "the last chunk ends at {next_free}, past the index at {index_offset}"
             ));
         }
+        let mut files = std::collections::HashSet::new();
         for entry in &self.entries {
             if entry.name.contains('\0') {
                 return invalid(format!("entry name {:?} contains a NUL byte", entry.name));
+            }
+            if let EntryKind::HardLink { target } = &entry.kind
+                && !files.contains(target.as_str())
+            {
+                return invalid(format!(
+                    "hard link {:?} points at {target:?}, which is not an earlier file",
+                    entry.name
+                ));
             }
             if let EntryKind::File { size, chunks, .. } = &entry.kind {
                 let mut total = 0u64;
@@ -156,6 +170,7 @@ impl Index {
                         entry.name
                     ));
                 }
+                files.insert(entry.name.as_str());
             }
         }
         Ok(())
