@@ -332,11 +332,6 @@ impl<R: Read> StreamReader<R> {
         Ok(())
     }
 
-    /// The index, once the stream has been read to its end.
-    pub fn index(&self) -> Option<&Index> {
-        self.index.as_ref()
-    }
-
     /// Takes the index, once the stream has been read to its end.
     pub fn into_index(self) -> Option<Index> {
         self.index

@@ -54,16 +54,6 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(number)
     }
 
-    /// The chunks written so far.
-    pub fn chunks(&self) -> &[ChunkRecord] {
-        &self.chunks
-    }
-
-    /// Bytes written so far.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
     /// Writes the index and the trailer, flushes, and gives back the output and the
     /// archive's total length.
     pub fn finish(mut self, entries: Vec<Entry>, merkle_root: Digest) -> Result<(W, u64)> {
