@@ -115,7 +115,7 @@ fn pipeline(c: &mut Criterion) {
             fold_stream(&data[..], meta.clone(), &mut archive, &options, &Quiet).unwrap()
         })
     });
-    let archive = Archive::open(archive).unwrap();
+    let archive = mmh_verify::Chain::standalone(Archive::open(archive).unwrap()).unwrap();
     let entry = single_file(archive.index()).unwrap();
     group.bench_function("unfold/auto/32MiB", |b| {
         b.iter(|| unfold_entry(&archive, entry, std::io::sink(), &Quiet).unwrap())

@@ -110,12 +110,12 @@ pub fn run(_args: &[String]) -> Result<()> {
         mb(summary.input_bytes) / fold_secs
     );
     let codecs: Vec<String> = summary
-        .chunks_by_codec
+        .frames_by_codec
         .iter()
         .map(|(codec, n)| format!("{n} x {codec}"))
         .collect();
     println!(
-        "         chunks chosen by --codec auto: {}",
+        "         frames coded by --codec auto: {}",
         codecs.join(", ")
     );
 

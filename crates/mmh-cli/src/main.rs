@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mmh_codecs::{CodecChoice, EncodeParams};
-use mmh_dir::{FoldOptions, Observer, Overwrite, PendingFile};
+use mmh_dir::{BaseMode, CdcParams, FoldBase, FoldOptions, Observer, Overwrite, PendingFile};
 use serde_json::json;
 
 mod size;
@@ -49,6 +49,9 @@ enum Command {
     List(ListArgs),
     /// Write an entry (or a byte range of it) to standard output.
     Cat(CatArgs),
+    /// Compare two archives: entries added, removed and changed, and the bytes of chunks
+    /// NEW stores that OLD lacks.
+    Diff(DiffArgs),
 }
 
 #[derive(Args)]
@@ -67,9 +70,22 @@ struct FoldArgs {
     /// zstd long-distance matching (finds repeats far apart within a chunk).
     #[arg(long)]
     long: bool,
-    /// Bytes per chunk, e.g. 4M, 512K, 1048576 (at most 64M).
-    #[arg(long, default_value = "4M", value_parser = size::parse)]
+    /// Average content-defined chunk size, the unit of dedup (min is a quarter, max four
+    /// times); archives dedup against each other only with the same value.
+    #[arg(long, default_value = "64K", value_parser = size::parse)]
     chunk_size: u64,
+    /// Bytes per frame, the unit of compression (at least 4 × chunk size, at most 64M).
+    #[arg(long, default_value = "4M", value_parser = size::parse)]
+    frame_size: u64,
+    /// Store only what this earlier archive lacks and reference the rest (changed tensors
+    /// are coded as deltas against it); unfolding then needs it, next to the new archive
+    /// or given with --base.
+    #[arg(long, value_name = "OLD.mmh")]
+    base: Option<PathBuf>,
+    /// With --base: copy the chunks found in the base instead of referencing them, so
+    /// the archive stands alone (they are copied as stored, not coded again).
+    #[arg(long, requires = "base")]
+    self_contained: bool,
     /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -100,6 +116,8 @@ struct UnfoldArgs {
     #[arg(long)]
     threads: Option<usize>,
     #[command(flatten)]
+    bases: Bases,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -107,6 +125,8 @@ struct UnfoldArgs {
 struct VerifyArgs {
     /// Archive to check, or `-` for standard input.
     archive: PathBuf,
+    #[command(flatten)]
+    bases: Bases,
     #[command(flatten)]
     common: Common,
 }
@@ -120,6 +140,26 @@ struct ListArgs {
 }
 
 #[derive(Args)]
+struct DiffArgs {
+    /// The earlier archive.
+    old: PathBuf,
+    /// The later archive.
+    new: PathBuf,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where base archives are, for an archive folded with --base.
+#[derive(Args)]
+struct Bases {
+    /// A base archive this archive references (repeat for a chain), when it is not next
+    /// to the archive under the name it had when folded.
+    #[arg(long = "base", value_name = "OLD.mmh")]
+    archives: Vec<PathBuf>,
+}
+
+#[derive(Args)]
 struct CatArgs {
     /// Archive to read.
     archive: PathBuf,
@@ -128,6 +168,8 @@ struct CatArgs {
     /// Byte range START..END of the entry (END is clamped to its size).
     #[arg(long, value_parser = size::parse_range)]
     range: Option<std::ops::Range<u64>>,
+    #[command(flatten)]
+    bases: Bases,
 }
 
 #[derive(Args)]
@@ -188,6 +230,7 @@ fn run(cli: Cli, cancel: &Arc<AtomicBool>) -> Result<ExitCode> {
         Command::Verify(args) => verify(args, cancel),
         Command::List(args) => list(args),
         Command::Cat(args) => cat(args),
+        Command::Diff(args) => diff(args),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -294,8 +337,21 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             zstd_level: args.level,
             zstd_long: args.long,
         },
-        chunk_size: u32::try_from(args.chunk_size).unwrap_or(u32::MAX),
+        frame_size: u32::try_from(args.frame_size).unwrap_or(u32::MAX),
+        cdc: cdc_params(args.chunk_size)?,
         threads: args.threads,
+        base: args
+            .base
+            .as_deref()
+            .map(|path| {
+                let mode = if args.self_contained {
+                    BaseMode::Copy
+                } else {
+                    BaseMode::Reference
+                };
+                FoldBase::open(path, mode, &[])
+            })
+            .transpose()?,
         ..FoldOptions::default()
     };
     let total = args
@@ -340,7 +396,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     let mb_per_s = summary.input_bytes as f64 / 1e6 / seconds.max(1e-9);
     if args.common.json {
         let codecs: serde_json::Map<String, serde_json::Value> = summary
-            .chunks_by_codec
+            .frames_by_codec
             .iter()
             .map(|(c, n)| (c.to_string(), json!(n)))
             .collect();
@@ -349,8 +405,10 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             json!({
                 "input": args.input, "output": output_path,
                 "input_bytes": summary.input_bytes, "archive_bytes": summary.archive_bytes,
-                "ratio": ratio, "seconds": seconds, "mb_per_s": mb_per_s, "chunks_by_codec": codecs,
-                "deduplicated_bytes": summary.deduplicated_bytes, "warnings": summary.warnings,
+                "ratio": ratio, "seconds": seconds, "mb_per_s": mb_per_s, "chunks": summary.chunks,
+                "frames_by_codec": codecs, "deduplicated_bytes": summary.deduplicated_bytes,
+                "base_bytes": summary.base_bytes, "delta_bytes": summary.delta_bytes,
+                "warnings": summary.warnings,
             })
         );
     } else if !args.common.quiet && !is_stdio(&output_path) {
@@ -400,7 +458,7 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         };
         summary.bytes
     } else {
-        let archive = mmh_dir::open_archive(&args.archive)?;
+        let archive = mmh_dir::open_chain(&args.archive, &args.bases.archives)?;
         let total = mmh_dir::list_entries(archive.index())
             .iter()
             .map(|l| l.size)
@@ -443,7 +501,7 @@ fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             })
         })
     } else {
-        mmh_dir::open_archive(&args.archive).and_then(|archive| {
+        mmh_dir::open_chain(&args.archive, &args.bases.archives).and_then(|archive| {
             let total = archive
                 .index()
                 .entries
@@ -488,7 +546,7 @@ fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
 }
 
 fn list(args: ListArgs) -> Result<()> {
-    let archive = mmh_dir::open_archive(&args.archive)?;
+    let archive = mmh_dir::open_file(&args.archive)?;
     let listing = mmh_dir::list_entries(archive.index());
     let mut out = io::stdout().lock();
     if args.common.json {
@@ -529,6 +587,65 @@ fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// Content-defined chunking around an average: a quarter of it at least, four times at
+/// most (FastCDC's usual spread).
+fn cdc_params(avg: u64) -> Result<CdcParams> {
+    let avg = u32::try_from(avg).context("--chunk-size is too large")?;
+    let params = CdcParams {
+        min_size: avg / 4 & !1,
+        avg_size: avg & !1,
+        max_size: avg.saturating_mul(4) & !1,
+    };
+    params
+        .validate()
+        .with_context(|| format!("--chunk-size {avg}"))?;
+    Ok(params)
+}
+
+fn diff(args: DiffArgs) -> Result<()> {
+    let old = mmh_dir::open_file(&args.old)?;
+    let new = mmh_dir::open_file(&args.new)?;
+    let diff = mmh_dir::diff(old.index(), new.index());
+    let mut out = io::stdout().lock();
+    if args.json {
+        let names = |entries: &[&mmh_format::Entry]| -> Vec<String> {
+            entries.iter().map(|e| e.name.clone()).collect()
+        };
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "added": names(&diff.added), "removed": names(&diff.removed),
+                "changed": names(&diff.changed), "unchanged": diff.unchanged,
+                "new_chunks": diff.new_chunks, "new_chunk_bytes": diff.new_chunk_bytes,
+            })
+        )?;
+        return Ok(());
+    }
+    for (mark, entries) in [
+        ("+", &diff.added),
+        ("-", &diff.removed),
+        ("M", &diff.changed),
+    ] {
+        for entry in entries {
+            writeln!(out, "{mark} {}", display_name(entry))?;
+        }
+    }
+    writeln!(
+        out,
+        "{} added, {} removed, {} changed, {} unchanged; {} chunks ({} bytes) in {} that {} lacks",
+        diff.added.len(),
+        diff.removed.len(),
+        diff.changed.len(),
+        diff.unchanged,
+        diff.new_chunks,
+        diff.new_chunk_bytes,
+        args.new.display(),
+        args.old.display()
+    )?;
+    Ok(())
+}
+
 fn kind_name(kind: &mmh_format::EntryKind) -> &'static str {
     match kind {
         mmh_format::EntryKind::File { .. } => "file",
@@ -552,7 +669,7 @@ fn cat(args: CatArgs) -> Result<()> {
     if is_stdio(&args.archive) {
         bail!("cat needs a seekable archive file; to read from a pipe use `mmh unfold - -o -`");
     }
-    let archive = mmh_dir::open_archive(&args.archive)?;
+    let archive = mmh_dir::open_chain(&args.archive, &args.bases.archives)?;
     match args.range {
         Some(range) => {
             mmh_dir::read_range(&archive, &args.entry, range, io::stdout())?;

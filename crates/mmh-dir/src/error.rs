@@ -94,7 +94,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// An option is out of range.
+    /// A base archive that the archive references is neither given nor beside it.
+    #[error("base archive {name:?} (referenced by {}) was not found next to it; give it with --base", archive.display())]
+    BaseNotFound {
+        /// The base's recorded file name.
+        name: String,
+        /// The archive that references it.
+        archive: PathBuf,
+    },
+    /// A command-line or API option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
 }

@@ -32,23 +32,32 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod base;
+mod chunking;
+mod diff;
 mod error;
 mod fold;
 mod list;
 mod output;
+mod pipeline;
 mod safe_path;
 mod tree;
 mod unfold;
 mod walk;
 
+pub use base::{BaseMode, FoldBase, open_chain};
+pub use diff::{Diff, diff};
 pub use error::{Error, Result};
-pub use fold::{DEFAULT_CHUNK_SIZE, EntryMeta, FoldOptions, FoldSummary, fold_path, fold_stream};
+pub use fold::{DEFAULT_FRAME_SIZE, EntryMeta, FoldOptions, fold_path, fold_stream};
 pub use list::{EntryListing, list_entries};
+pub use mmh_codecs::CdcParams;
+pub use mmh_verify::Chain;
 pub use output::{Overwrite, PendingFile};
+pub use pipeline::FoldSummary;
 pub use tree::{TreeSummary, fold_tree, unfold_path, unfold_tree};
 pub use unfold::{
-    StreamSummary, find_entry, open_archive, read_range, single_file, unfold_entry, unfold_stream,
-    unfold_stream_to_path, unfold_to_path,
+    StreamSummary, find_entry, open_archive, open_file, read_range, single_file, unfold_entry,
+    unfold_stream, unfold_stream_to_path, unfold_to_path,
 };
 pub use walk::WalkOptions;
 

@@ -1,6 +1,6 @@
 use mmh_codecs::CodecId;
 use mmh_format::consts::FRAME_HEADER_LEN;
-use mmh_format::{Entry, EntryKind, Index};
+use mmh_format::{ChunkSource, Entry, EntryKind, Index};
 
 /// One line of an archive listing.
 #[derive(Debug, Clone, PartialEq)]
@@ -9,10 +9,12 @@ pub struct EntryListing<'a> {
     pub entry: &'a Entry,
     /// Content size (0 for non-files).
     pub size: u64,
-    /// Archive bytes its chunk frames take (shared chunks count for each entry).
+    /// Archive bytes its chunks take: each chunk's share of its frame, by raw length
+    /// (shared chunks count for each entry; chunks held by a base count nothing).
     pub stored: u64,
-    /// Codecs its chunks use, with the raw bytes each codes (a codec id this build does
-    /// not know is listed as its number).
+    /// Codecs its chunks' frames use, with the raw bytes each codes (`base` for chunks
+    /// held by a base archive; a codec id this build does not know is listed as its
+    /// number).
     pub codecs: Vec<(String, u64)>,
 }
 
@@ -43,9 +45,25 @@ pub fn list_entries(index: &Index) -> Vec<EntryListing<'_>> {
                 listing.size = *size;
                 for &c in chunks {
                     let record = &index.chunks[c as usize];
-                    listing.stored += (FRAME_HEADER_LEN as u64) + u64::from(record.stored_len);
-                    let name = CodecId::try_from(record.codec)
-                        .map_or_else(|_| format!("codec#{}", record.codec), |id| id.to_string());
+                    let name = match record.source {
+                        ChunkSource::Frame { frame, .. } | ChunkSource::Delta { frame, .. } => {
+                            let frame = &index.frames[frame as usize];
+                            let stored = (FRAME_HEADER_LEN as u64 + u64::from(frame.stored_len))
+                                as f64
+                                * f64::from(record.raw_len)
+                                / f64::from(frame.raw_len.max(1));
+                            listing.stored += stored.round() as u64;
+                            let codec = CodecId::try_from(frame.codec).map_or_else(
+                                |_| format!("codec#{}", frame.codec),
+                                |id| id.to_string(),
+                            );
+                            match record.source {
+                                ChunkSource::Delta { .. } => format!("delta+{codec}"),
+                                _ => codec,
+                            }
+                        }
+                        ChunkSource::Base { .. } => "base".to_string(),
+                    };
                     match listing.codecs.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, bytes)) => *bytes += u64::from(record.raw_len),
                         None => listing.codecs.push((name, u64::from(record.raw_len))),

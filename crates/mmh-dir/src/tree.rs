@@ -6,12 +6,14 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use mmh_format::{Archive, Entry, EntryKind, ReadAt};
+use mmh_format::{Entry, EntryKind, ReadAt};
+use mmh_verify::Chain;
 
-use crate::fold::{Content, Repeats, empty_file, fold_entries, in_pool, system_time};
+use crate::fold::{in_pool, system_time};
 use crate::output::Overwrite;
+use crate::pipeline::{Content, Repeats, empty_file, fold_entries};
 use crate::safe_path::{check_no_symlink_ancestors, relative_entry_path};
-use crate::unfold::unfold_to_path;
+use crate::unfold::{unfold_files, unfold_to_path};
 use crate::walk::{Source, WalkOptions, walk_tree};
 use crate::{Error, FoldOptions, FoldSummary, Observer, Result};
 
@@ -69,6 +71,10 @@ pub fn fold_tree(
     Ok(summary)
 }
 
+/// Files up to this size are unfolded together, one after the other from one pass over
+/// their chunks; larger ones one by one, each decoded on every core.
+const SMALL_FILE: u64 = 1 << 20;
+
 /// What [`unfold_tree`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TreeSummary {
@@ -99,7 +105,7 @@ fn selected(name: &str, paths: &[String]) -> bool {
 /// and no link in it is followed. Files are verified and renamed into place one by one;
 /// an existing file or link is replaced only with [`Overwrite::Replace`].
 pub fn unfold_tree<R: ReadAt>(
-    archive: &Archive<R>,
+    archive: &Chain<R>,
     dest: &Path,
     paths: &[String],
     overwrite: Overwrite,
@@ -110,8 +116,27 @@ pub fn unfold_tree<R: ReadAt>(
     let mut summary = TreeSummary::default();
     let mut made_files: HashSet<&str> = HashSet::new();
     let mut directories: Vec<(PathBuf, &Entry)> = Vec::new();
+    // Consecutive files are written in one pass over their chunks; anything else first
+    // lets them be written, so that no link is made while their paths are in flight.
+    let mut files: Vec<(PathBuf, &Entry)> = Vec::new();
+    // Small files are written from one thread: measured on ext4 with 20,000 files of
+    // 1-8 KiB, creating files while another core decodes made each create 5x slower in
+    // the kernel (9.3 s against 1.8 s); their frames decode in far less time anyway.
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::InvalidOption(format!("cannot start a thread: {e}")))?;
+    let write_files = |files: &mut Vec<(PathBuf, &Entry)>| -> Result<u64> {
+        let bytes = one_thread.install(|| unfold_files(archive, files, overwrite, observer))?;
+        files.clear();
+        Ok(bytes)
+    };
     for entry in entries.iter().filter(|e| selected(&e.name, paths)) {
         let relative = relative_entry_path(&entry.name)?;
+        let small_file = matches!(entry.kind, EntryKind::File { size, .. } if size <= SMALL_FILE);
+        if !small_file {
+            summary.bytes += write_files(&mut files)?;
+        }
         check_no_symlink_ancestors(dest, &relative, &entry.name)?;
         let path = dest.join(&relative);
         if let Some(parent) = path.parent() {
@@ -129,9 +154,13 @@ pub fn unfold_tree<R: ReadAt>(
                 directories.push((path, entry));
             }
             EntryKind::File { size, .. } => {
-                unfold_to_path(archive, entry, &path, overwrite, observer)?;
+                if small_file {
+                    files.push((path, entry));
+                } else {
+                    unfold_to_path(archive, entry, &path, overwrite, observer)?;
+                    summary.bytes += size;
+                }
                 made_files.insert(&entry.name);
-                summary.bytes += size;
             }
             EntryKind::Symlink { target } => {
                 make_room(&path, overwrite)?;
@@ -156,6 +185,7 @@ pub fn unfold_tree<R: ReadAt>(
         }
         summary.entries += 1;
     }
+    summary.bytes += write_files(&mut files)?;
     // Directories last, deepest first: writing their contents would move their mtimes,
     // and a read-only mode would have refused the contents.
     for (path, entry) in directories.iter().rev() {
@@ -168,7 +198,7 @@ pub fn unfold_tree<R: ReadAt>(
 /// file's name) becomes the file `dest`; any other becomes the directory `dest`, holding
 /// all entries or those under `paths` ([`unfold_tree`]).
 pub fn unfold_path<R: ReadAt>(
-    archive: &Archive<R>,
+    archive: &Chain<R>,
     dest: &Path,
     paths: &[String],
     overwrite: Overwrite,

@@ -3,8 +3,10 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
-use mmh_format::{Archive, Digest, Entry, EntryKind, Index, ReadAt, StreamChunk, StreamReader};
-use mmh_verify::{ChunkRun, Location, decode_chunk, decode_run};
+use mmh_format::{
+    Archive, ChunkSource, Digest, Entry, EntryKind, Index, ReadAt, StreamFrame, StreamReader,
+};
+use mmh_verify::{Chain, ChunkRun, decode_frame_bytes, decode_run};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
@@ -12,8 +14,16 @@ use crate::fold::system_time;
 use crate::output::{Overwrite, PendingFile};
 use crate::{Error, Observer, Result};
 
-/// Opens an archive file for random access (header, trailer and index are checked).
-pub fn open_archive(path: &Path) -> Result<Archive<File>> {
+/// Opens an archive file for random access (header, trailer and index are checked),
+/// with the base archives it references found next to it ([`crate::open_chain`] takes
+/// them from elsewhere too).
+pub fn open_archive(path: &Path) -> Result<Chain<File>> {
+    crate::open_chain(path, &[])
+}
+
+/// Opens one archive file without resolving its bases: enough to list it or compare
+/// indexes, not to read content held by a base.
+pub fn open_file(path: &Path) -> Result<Archive<File>> {
     let file = File::open(path).map_err(Error::io("cannot open archive", Some(path)))?;
     Ok(Archive::open(file)?)
 }
@@ -96,7 +106,7 @@ fn check_entry_digest(parts: &FileParts<'_>, hasher: Sha256) -> Result<()> {
 /// before it is written, and the whole content against the entry's SHA-256 at the end
 /// (so a caller writing to a temporary file learns of damage before committing it).
 pub fn unfold_entry<R: ReadAt>(
-    archive: &Archive<R>,
+    archive: &Chain<R>,
     entry: &Entry,
     mut out: impl Write + Send,
     observer: &dyn Observer,
@@ -144,7 +154,7 @@ fn apply_metadata(file: &File, entry: &Entry) -> Result<()> {
 /// Unfolds `entry` to the file `dest`: written under a temporary name, verified, given
 /// its permissions and mtime, then renamed into place.
 pub fn unfold_to_path<R: ReadAt>(
-    archive: &Archive<R>,
+    archive: &Chain<R>,
     entry: &Entry,
     dest: &Path,
     overwrite: Overwrite,
@@ -157,10 +167,125 @@ pub fn unfold_to_path<R: ReadAt>(
     Ok(size)
 }
 
+/// Unfolds consecutive file entries to their paths in one pass over their chunks, so
+/// that a frame shared by many small files is decoded once, not once per file. Each
+/// file is written under a temporary name, checked against its SHA-256, given its
+/// metadata and renamed into place before the next one starts. Returns the bytes written.
+pub(crate) fn unfold_files<R: ReadAt>(
+    archive: &Chain<R>,
+    files: &[(std::path::PathBuf, &Entry)],
+    overwrite: Overwrite,
+    observer: &dyn Observer,
+) -> Result<u64> {
+    let parts = files
+        .iter()
+        .map(|(_, entry)| file_parts(entry))
+        .collect::<Result<Vec<_>>>()?;
+    let chunks: Vec<u32> = parts
+        .iter()
+        .flat_map(|p| p.chunks.iter().copied())
+        .collect();
+    let mut writer = FileSequence {
+        files,
+        parts: &parts,
+        next: 0,
+        open: None,
+        overwrite,
+        failure: None,
+    };
+    writer.start_files()?;
+    let run = ChunkRun {
+        entry: None,
+        start: 0,
+        chunks: &chunks,
+    };
+    let decoded = decode_run(archive, run, |mut bytes| {
+        if observer.cancelled() {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        observer.progress(bytes.len() as u64);
+        while !bytes.is_empty() {
+            let taken = writer.write(bytes).map_err(|e| {
+                writer.failure = Some(e);
+                std::io::Error::other("stopped")
+            })?;
+            bytes = &bytes[taken..];
+        }
+        Ok(())
+    });
+    if let Some(failure) = writer.failure.take() {
+        return Err(failure);
+    }
+    decoded.map_err(cancelled)?;
+    writer.start_files()?;
+    Ok(parts.iter().map(|p| p.size).sum())
+}
+
+/// The files of [`unfold_files`], written one after the other as their bytes arrive.
+struct FileSequence<'a, 'e> {
+    files: &'a [(std::path::PathBuf, &'e Entry)],
+    parts: &'a [FileParts<'e>],
+    /// The next file to open.
+    next: usize,
+    /// The file being written, its bytes still to come, and its digest so far.
+    open: Option<(PendingFile, u64, Sha256)>,
+    overwrite: Overwrite,
+    /// What stopped the writing, to report instead of the decoder's "stopped".
+    failure: Option<Error>,
+}
+
+impl FileSequence<'_, '_> {
+    /// Writes the start of `bytes` to the open file; returns how much it took.
+    fn write(&mut self, bytes: &[u8]) -> Result<usize> {
+        self.start_files()?;
+        let Some((pending, left, hasher)) = &mut self.open else {
+            return Err(mmh_format::Error::InvalidIndex {
+                reason: "the chunks hold more bytes than the files".into(),
+            }
+            .into());
+        };
+        let take = (*left).min(bytes.len() as u64) as usize;
+        hasher.update(&bytes[..take]);
+        pending.file().write_all(&bytes[..take]).map_err(Error::io(
+            "cannot write",
+            Some(&self.files[self.next - 1].0),
+        ))?;
+        *left -= take as u64;
+        Ok(take)
+    }
+
+    /// Seals the open file once complete, then opens files until one awaits bytes (empty
+    /// files are complete as soon as they are made).
+    fn start_files(&mut self) -> Result<()> {
+        loop {
+            match self.open.take() {
+                Some((pending, 0, hasher)) => {
+                    let number = self.next - 1;
+                    check_entry_digest(&self.parts[number], hasher)?;
+                    let mut pending = pending;
+                    apply_metadata(pending.file(), self.files[number].1)?;
+                    pending.commit_without_sync()?;
+                }
+                Some(open) => {
+                    self.open = Some(open);
+                    return Ok(());
+                }
+                None => {}
+            }
+            let Some((path, _)) = self.files.get(self.next) else {
+                return Ok(());
+            };
+            let pending = PendingFile::create(path, self.overwrite)?;
+            self.open = Some((pending, self.parts[self.next].size, Sha256::new()));
+            self.next += 1;
+        }
+    }
+}
+
 /// Writes bytes `range` of the file entry `name` to `out`, decoding only the chunks
 /// that overlap it (each checked against its SHA-256). The end is clamped to the size.
 pub fn read_range<R: ReadAt>(
-    archive: &Archive<R>,
+    archive: &Chain<R>,
     name: &str,
     range: Range<u64>,
     mut out: impl Write + Send,
@@ -214,12 +339,12 @@ pub struct StreamSummary {
     pub bytes: u64,
 }
 
-/// Unfolds an archive read front to back from a pipe: chunks are decoded in parallel
-/// and written in order as they arrive. Chunk and content digests are in the index at
-/// the end of the stream, so they are checked after the bytes are written: an error
+/// Unfolds an archive read front to back from a pipe: frames are decoded in parallel
+/// and written in order as they arrive. Digests are in the index at the end of the
+/// stream, so the content's SHA-256 is checked after the bytes are written: an error
 /// then means the output is damaged, and a caller writing a file must not commit it.
-/// Works for archives holding one file whose chunks are in archive order, which is what
-/// folding a stream or a file produces.
+/// Works for archives holding one file whose chunks fill the frames in order, which is
+/// what folding a stream or a file without a base produces.
 pub fn unfold_stream(
     input: impl Read + Send,
     mut out: impl Write + Send,
@@ -227,30 +352,27 @@ pub fn unfold_stream(
 ) -> Result<StreamSummary> {
     let mut reader = StreamReader::new(input)?;
     let mut hasher = Sha256::new();
-    let mut digests: Vec<Digest> = Vec::new();
     let batch_len = rayon::current_num_threads() * 2;
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut write = sink(&mut out, &mut hasher, observer);
     let mut frames = read_frames(&mut reader, batch_len)?;
+    let mut first_frame = 0;
     // Three stages overlap: reading the next batch from the pipe, decoding this one,
     // and writing the previous one.
     while !frames.is_empty() {
-        let first_chunk = digests.len() + pending.len();
+        let count = frames.len();
         let ((next, decoded), sunk) = rayon::join(
             || {
                 rayon::join(
                     || read_frames(&mut reader, batch_len),
-                    || decode_frames(first_chunk, frames),
+                    || decode_frames(first_frame, frames),
                 )
             },
             || write_batch(&mut write, &pending),
         );
         sunk?;
-        pending.clear();
-        for (bytes, digest) in decoded? {
-            digests.push(digest);
-            pending.push(bytes);
-        }
+        pending = decoded?;
+        first_frame += count;
         frames = next?;
     }
     write_batch(&mut write, &pending)?;
@@ -262,31 +384,10 @@ pub fn unfold_stream(
         .expect("the stream reader stops only after the index");
     let entry = single_file(&index)?;
     let parts = file_parts(entry)?;
-    let in_order = parts.chunks.len() == index.chunks.len()
-        && parts
-            .chunks
-            .iter()
-            .enumerate()
-            .all(|(i, &c)| c as usize == i);
-    if !in_order {
+    if !fills_frames_in_order(&index, parts.chunks) {
         return Err(Error::NotStreamable);
     }
-    let mut start = 0u64;
-    for (number, (record, digest)) in index.chunks.iter().zip(&digests).enumerate() {
-        let end = start + u64::from(record.raw_len);
-        if record.digest != *digest {
-            return Err(mmh_verify::Error::ChunkDigest {
-                chunk: number as u32,
-                location: Location {
-                    entry: Some(parts.name.into()),
-                    range: start..end,
-                    archive_offset: record.offset,
-                },
-            }
-            .into());
-        }
-        start = end;
-    }
+    let digests: Vec<Digest> = index.chunks.iter().map(|c| c.digest).collect();
     if mmh_verify::merkle_root(&digests) != index.merkle_root {
         return Err(mmh_verify::Error::MerkleRoot.into());
     }
@@ -295,6 +396,39 @@ pub fn unfold_stream(
         entry: entry.clone(),
         bytes: parts.size,
     })
+}
+
+/// True when `chunks` are all the index's chunks, in order, and lie back to back in
+/// the frames from the first byte of the first frame to the last byte of the last: then
+/// the decoded frames, in order, are the content.
+fn fills_frames_in_order(index: &Index, chunks: &[u32]) -> bool {
+    if chunks.len() != index.chunks.len() {
+        return false;
+    }
+    let (mut frame, mut at) = (0u32, 0u32);
+    for (i, &c) in chunks.iter().enumerate() {
+        let record = &index.chunks[c as usize];
+        if c as usize != i {
+            return false;
+        }
+        if index
+            .frames
+            .get(frame as usize)
+            .is_some_and(|f| at == f.raw_len)
+        {
+            frame += 1;
+            at = 0;
+        }
+        if record.source != (ChunkSource::Frame { frame, start: at }) {
+            return false;
+        }
+        at += record.raw_len;
+    }
+    let frames = index.frames.len() as u32;
+    match frames {
+        0 => chunks.is_empty(),
+        _ => frame + 1 == frames && index.frames[frame as usize].raw_len == at,
+    }
 }
 
 /// Unfolds an archive read from a pipe into the file `dest`: written under a temporary
@@ -332,11 +466,11 @@ fn write_batch(
 fn read_frames<R: Read>(
     reader: &mut StreamReader<R>,
     batch_len: usize,
-) -> Result<Vec<(StreamChunk, Vec<u8>)>> {
+) -> Result<Vec<(StreamFrame, Vec<u8>)>> {
     let mut frames = Vec::with_capacity(batch_len);
     while frames.len() < batch_len {
         let mut stored = Vec::new();
-        match reader.next_chunk(&mut stored)? {
+        match reader.next_frame(&mut stored)? {
             Some(chunk) => frames.push((chunk, stored)),
             None => break,
         }
@@ -344,28 +478,22 @@ fn read_frames<R: Read>(
     Ok(frames)
 }
 
-/// Decodes frames numbered from `first_chunk` on. The entry they belong to is named only
+/// Decodes frames numbered from `first_frame` on. The entry they belong to is named only
 /// by the index at the end of the stream, so errors locate them by archive offset.
-fn decode_frames(
-    first_chunk: usize,
-    frames: Vec<(StreamChunk, Vec<u8>)>,
-) -> Result<Vec<(Vec<u8>, Digest)>> {
-    let results: Vec<Result<(Vec<u8>, Digest)>> = frames
+fn decode_frames(first_frame: usize, frames: Vec<(StreamFrame, Vec<u8>)>) -> Result<Vec<Vec<u8>>> {
+    let results: Vec<Result<Vec<u8>>> = frames
         .into_par_iter()
         .enumerate()
-        .map(|(i, (chunk, stored))| {
+        .map(|(i, (frame, stored))| {
             let mut out = Vec::new();
-            let digest = decode_chunk(chunk.frame.codec, chunk.frame.raw_len, &stored, &mut out)
-                .map_err(|source| mmh_verify::Error::Decode {
-                    chunk: (first_chunk + i) as u32,
-                    location: Location {
-                        entry: None,
-                        range: 0..u64::from(chunk.frame.raw_len),
-                        archive_offset: chunk.offset,
-                    },
+            decode_frame_bytes(frame.frame.codec, frame.frame.raw_len, &stored, &mut out).map_err(
+                |source| mmh_verify::Error::Decode {
+                    frame: (first_frame + i) as u32,
+                    archive_offset: frame.offset,
                     source,
-                })?;
-            Ok((out, digest))
+                },
+            )?;
+            Ok(out)
         })
         .collect();
     results.into_iter().collect()

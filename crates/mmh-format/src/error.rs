@@ -56,7 +56,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A declared size is beyond what format v1 allows.
+    /// A declared size is beyond what the format allows.
     #[error(
         "{what} at byte offset {offset} declares {declared} bytes, more than the limit of {limit}"
     )]

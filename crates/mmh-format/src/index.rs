@@ -1,18 +1,20 @@
-//! The index (FORMAT.md §4): every chunk, every entry and the Merkle root, serialized
-//! with postcard. It is the table of contents a seeking reader loads first.
+//! The index (FORMAT.md §4): every frame, chunk, entry and base archive, and the Merkle
+//! root, serialized with postcard. It is the table of contents a seeking reader loads first.
 
 use serde::{Deserialize, Serialize};
 
-use crate::consts::{FRAME_HEADER_LEN, HEADER_LEN, MAX_CHUNK_RAW_LEN};
+use crate::consts::{FRAME_HEADER_LEN, HEADER_LEN, MAX_FRAME_RAW_LEN};
 use crate::{Error, Result};
 
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
-/// Where one chunk's frame is and what it decodes to.
+/// One frame of coded bytes: where it is and how it decodes. A frame holds one or
+/// more chunks side by side (FORMAT.md §4), so that small chunks share one compression
+/// context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRecord {
-    /// Byte offset of the chunk's frame header in the archive.
+pub struct FrameRecord {
+    /// Byte offset of the frame header in the archive.
     pub offset: u64,
     /// Decoded size.
     pub raw_len: u32,
@@ -20,15 +22,67 @@ pub struct ChunkRecord {
     pub stored_len: u32,
     /// Codec id (see mmh-codecs).
     pub codec: u8,
-    /// SHA-256 of the decoded bytes.
-    pub digest: Digest,
 }
 
-impl ChunkRecord {
-    /// Byte offset just past the chunk's frame.
+impl FrameRecord {
+    /// Byte offset just past the frame.
     pub fn end(&self) -> u64 {
-        self.offset + FRAME_HEADER_LEN as u64 + u64::from(self.stored_len)
+        // Saturating: a hostile offset near u64::MAX must fail validation, not wrap.
+        self.offset
+            .saturating_add(FRAME_HEADER_LEN as u64 + u64::from(self.stored_len))
     }
+}
+
+/// One chunk: a piece of content identified by its SHA-256, which file entries list and
+/// other archives may reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Decoded size.
+    pub raw_len: u32,
+    /// SHA-256 of the decoded bytes.
+    pub digest: Digest,
+    /// Where the bytes come from.
+    pub source: ChunkSource,
+}
+
+/// Where a chunk's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkSource {
+    /// Bytes `start..start + raw_len` of a decoded frame of this archive.
+    Frame {
+        /// Index into [`Index::frames`].
+        frame: u32,
+        /// Offset in the decoded frame.
+        start: u32,
+    },
+    /// The identical chunk of a base archive.
+    Base {
+        /// Index into [`Index::bases`].
+        base: u16,
+        /// Chunk number in the base archive.
+        chunk: u32,
+    },
+    /// Bytes `start..start + raw_len` of a decoded frame, XORed with a chunk of the same
+    /// length in a base archive (a tensor that changed slightly since the base).
+    Delta {
+        /// Index into [`Index::frames`].
+        frame: u32,
+        /// Offset in the decoded frame.
+        start: u32,
+        /// Index into [`Index::bases`].
+        base: u16,
+        /// Chunk number in the base archive.
+        chunk: u32,
+    },
+}
+
+/// An archive whose chunks this one references: the chain a reader must resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRef {
+    /// SHA-256 of the base's index, from its trailer: identifies the base exactly.
+    pub index_digest: Digest,
+    /// The base's file name when this archive was folded, to find it next to this one.
+    pub name: String,
 }
 
 /// A point in time as seconds and nanoseconds since the Unix epoch.
@@ -84,11 +138,15 @@ pub enum EntryKind {
 /// The archive's table of contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
-    /// Every chunk frame, in archive order.
+    /// Every frame, in archive order.
+    pub frames: Vec<FrameRecord>,
+    /// Every chunk; file entries list them by number.
     pub chunks: Vec<ChunkRecord>,
     /// Every entry, in archive order.
     pub entries: Vec<Entry>,
-    /// Merkle root over the chunk digests (see mmh-verify).
+    /// The archives that [`ChunkSource::Base`] and [`ChunkSource::Delta`] refer to.
+    pub bases: Vec<BaseRef>,
+    /// Merkle root over the chunk digests, in chunk order (see mmh-verify).
     pub merkle_root: Digest,
 }
 
@@ -98,46 +156,55 @@ impl Index {
         postcard::to_stdvec(self).expect("serializing to a Vec cannot fail")
     }
 
-    /// Decodes an index and checks it against an archive whose index frame starts at
-    /// `index_offset`.
-    pub fn from_bytes(bytes: &[u8], index_offset: u64) -> Result<Index> {
-        let (index, rest): (Index, _) =
-            postcard::take_from_bytes(bytes).map_err(|e| Error::InvalidIndex {
-                reason: format!("cannot decode: {e}"),
-            })?;
-        if !rest.is_empty() {
-            return Err(Error::InvalidIndex {
-                reason: format!("{} trailing bytes after the index", rest.len()),
-            });
-        }
+    /// Decodes the index of an archive of format `version` and checks it against an
+    /// archive whose index frame starts at `index_offset`.
+    pub fn from_bytes(bytes: &[u8], version: u16, index_offset: u64) -> Result<Index> {
+        let index = match version {
+            1 => decode::<v1::Index>(bytes)?.into(),
+            2 => decode::<Index>(bytes)?,
+            _ => {
+                return Err(Error::UnsupportedVersion {
+                    found: version,
+                    supported: crate::consts::FORMAT_VERSION,
+                });
+            }
+        };
         index.validate(index_offset)?;
         Ok(index)
     }
 
-    /// Checks that chunk frames lie in order between the header and the index without
-    /// overlapping, and that every file's chunks exist and add up to its size.
+    /// Checks that frames lie in order between the header and the index without
+    /// overlapping, that every chunk lies inside its frame and names a listed base, and
+    /// that every file's chunks exist and add up to its size.
     pub fn validate(&self, index_offset: u64) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidIndex { reason });
         let mut next_free = HEADER_LEN as u64;
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            if chunk.offset < next_free {
+        for (i, frame) in self.frames.iter().enumerate() {
+            if frame.offset < next_free {
                 return invalid(format!(
-                    "chunk {i} at offset {} overlaps the previous frame (ends at {next_free})",
-                    chunk.offset
+                    "frame {i} at offset {} overlaps the previous frame (ends at {next_free})",
+                    frame.offset
                 ));
             }
-            if chunk.raw_len > MAX_CHUNK_RAW_LEN || chunk.stored_len > chunk.raw_len {
+            if frame.raw_len > MAX_FRAME_RAW_LEN || frame.stored_len > frame.raw_len {
                 return invalid(format!(
-                    "chunk {i} has impossible lengths (raw {}, stored {})",
-                    chunk.raw_len, chunk.stored_len
+                    "frame {i} has impossible lengths (raw {}, stored {})",
+                    frame.raw_len, frame.stored_len
                 ));
             }
-            next_free = chunk.end();
+            next_free = frame.end();
         }
         if next_free > index_offset {
             return invalid(format!(
-                "the last chunk ends at {next_free}, past the index at {index_offset}"
+                "the last frame ends at {next_free}, past the index at {index_offset}"
             ));
+        }
+        if self.bases.len() > usize::from(u16::MAX) + 1 {
+            return invalid(format!("{} bases (at most 65536)", self.bases.len()));
+        }
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            self.validate_chunk(chunk)
+                .or_else(|reason| invalid(format!("chunk {i} {reason}")))?;
         }
         let mut files = std::collections::HashSet::new();
         for entry in &self.entries {
@@ -174,5 +241,114 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// Why `chunk` cannot be resolved, if it cannot.
+    fn validate_chunk(&self, chunk: &ChunkRecord) -> std::result::Result<(), String> {
+        if chunk.raw_len > MAX_FRAME_RAW_LEN {
+            return Err(format!("is longer ({}) than any frame", chunk.raw_len));
+        }
+        let (frame, base) = match chunk.source {
+            ChunkSource::Frame { frame, start } => (Some((frame, start)), None),
+            ChunkSource::Base { base, .. } => (None, Some(base)),
+            ChunkSource::Delta {
+                frame, start, base, ..
+            } => (Some((frame, start)), Some(base)),
+        };
+        if let Some((number, start)) = frame {
+            let Some(frame) = self.frames.get(number as usize) else {
+                return Err(format!(
+                    "lies in frame {number}, but there are {}",
+                    self.frames.len()
+                ));
+            };
+            if u64::from(start) + u64::from(chunk.raw_len) > u64::from(frame.raw_len) {
+                return Err(format!(
+                    "(bytes {start}..{}) runs past the end of frame {number} ({} bytes)",
+                    u64::from(start) + u64::from(chunk.raw_len),
+                    frame.raw_len
+                ));
+            }
+        }
+        if let Some(base) = base
+            && usize::from(base) >= self.bases.len()
+        {
+            return Err(format!(
+                "refers to base {base}, but there are {}",
+                self.bases.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    let (index, rest): (T, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| Error::InvalidIndex {
+            reason: format!("cannot decode: {e}"),
+        })?;
+    if !rest.is_empty() {
+        return Err(Error::InvalidIndex {
+            reason: format!("{} trailing bytes after the index", rest.len()),
+        });
+    }
+    Ok(index)
+}
+
+/// The index of format v1, where every frame held exactly one chunk. Read only: it is
+/// converted to the current [`Index`] on opening.
+mod v1 {
+    use serde::Deserialize;
+
+    use super::{ChunkSource, Digest, Entry, FrameRecord};
+
+    #[derive(Deserialize)]
+    pub(super) struct Index {
+        chunks: Vec<ChunkRecord>,
+        entries: Vec<Entry>,
+        merkle_root: Digest,
+    }
+
+    #[derive(Deserialize)]
+    struct ChunkRecord {
+        offset: u64,
+        raw_len: u32,
+        stored_len: u32,
+        codec: u8,
+        digest: Digest,
+    }
+
+    impl From<Index> for super::Index {
+        fn from(v1: Index) -> Self {
+            let (frames, chunks) = v1
+                .chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let frame = FrameRecord {
+                        offset: c.offset,
+                        raw_len: c.raw_len,
+                        stored_len: c.stored_len,
+                        codec: c.codec,
+                    };
+                    let chunk = super::ChunkRecord {
+                        raw_len: c.raw_len,
+                        digest: c.digest,
+                        source: ChunkSource::Frame {
+                            frame: i as u32,
+                            start: 0,
+                        },
+                    };
+                    (frame, chunk)
+                })
+                .unzip();
+            super::Index {
+                frames,
+                chunks,
+                entries: v1.entries,
+                bases: Vec::new(),
+                merkle_root: v1.merkle_root,
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The fixed-size structures of format v1: file header, frame header and trailer.
+//! The fixed-size structures of the format (unchanged since v1): file header, frame header and trailer.
 //! Parsed field by field with `from_le_bytes`; each parse validates before anyone
 //! allocates on the strength of a declared size.
 
@@ -46,7 +46,7 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // Bytes 10..16 (flags and reserved) stay zero in v1.
+        // Bytes 10..16 (flags and reserved) stay zero (no version defines them).
         b
     }
 
@@ -65,7 +65,7 @@ impl Header {
             return Err(Error::Malformed {
                 what: "file header",
                 offset: 0,
-                reason: format!("unknown flags {flags:#06x} (v1 defines none)"),
+                reason: format!("unknown flags {flags:#06x} (no version defines any)"),
             });
         }
         if u32_at(b, 12) != 0 {
@@ -82,8 +82,8 @@ impl Header {
 /// What a frame carries (FORMAT.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
-    /// Chunk data, coded by the codec in the frame header.
-    Chunk,
+    /// Data (one or more chunks side by side), coded by the codec in the frame header.
+    Data,
     /// The index; it ends the frame sequence.
     Index,
 }
@@ -128,7 +128,7 @@ impl FrameHeader {
         let mut b = [0u8; FRAME_HEADER_LEN];
         b[0..4].copy_from_slice(&FRAME_MAGIC);
         b[4] = match self.kind {
-            FrameKind::Chunk => FRAME_KIND_CHUNK,
+            FrameKind::Data => FRAME_KIND_DATA,
             FrameKind::Index => FRAME_KIND_INDEX,
         };
         b[5] = self.codec;
@@ -142,7 +142,7 @@ impl FrameHeader {
     pub fn parse(b: &[u8; FRAME_HEADER_LEN], offset: u64) -> Result<FrameHeader> {
         check_magic("frame header", offset, &b[0..4], &FRAME_MAGIC)?;
         let kind = match b[4] {
-            FRAME_KIND_CHUNK => FrameKind::Chunk,
+            FRAME_KIND_DATA => FrameKind::Data,
             FRAME_KIND_INDEX => FrameKind::Index,
             other => {
                 return Err(Error::Malformed {
@@ -172,7 +172,7 @@ impl FrameHeader {
 
     fn validate(&self, offset: u64) -> Result<()> {
         let (what, limit) = match self.kind {
-            FrameKind::Chunk => ("chunk frame", MAX_CHUNK_RAW_LEN),
+            FrameKind::Data => ("data frame", MAX_FRAME_RAW_LEN),
             FrameKind::Index => ("index frame", MAX_INDEX_LEN),
         };
         if self.raw_len > limit {

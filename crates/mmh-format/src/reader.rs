@@ -3,7 +3,7 @@ use std::io::{self, Read};
 use sha2::{Digest as _, Sha256};
 
 use crate::consts::{FRAME_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
-use crate::index::{ChunkRecord, Index};
+use crate::index::{Digest, FrameRecord, Index};
 use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
 use crate::{Error, Result};
 
@@ -78,12 +78,13 @@ impl ReadAt for Vec<u8> {
 }
 
 /// An archive opened for random access: the header, trailer and index are read and
-/// checked up front; chunks are read on demand.
+/// checked up front; frames are read on demand.
 #[derive(Debug)]
 pub struct Archive<R> {
     source: R,
     header: Header,
     index: Index,
+    index_digest: Digest,
 }
 
 impl<R: ReadAt> Archive<R> {
@@ -117,11 +118,12 @@ impl<R: ReadAt> Archive<R> {
         source
             .read_exact_at(&mut frame, trailer.index_offset)
             .map_err(Error::read("index frame", trailer.index_offset))?;
-        let index = parse_index_frame(&frame, &trailer)?;
+        let index = parse_index_frame(&frame, &trailer, header.version)?;
         Ok(Archive {
             source,
             header,
             index,
+            index_digest: trailer.index_digest,
         })
     }
 
@@ -135,21 +137,27 @@ impl<R: ReadAt> Archive<R> {
         &self.index
     }
 
-    /// Reads chunk `number`'s stored bytes into `buf` and checks its frame header against
-    /// the index and its checksum; returns the stored bytes.
-    pub fn read_stored<'b>(&self, number: u32, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+    /// The SHA-256 of the index, from the trailer: what identifies this archive as the
+    /// base of another ([`crate::BaseRef::index_digest`]).
+    pub fn index_digest(&self) -> Digest {
+        self.index_digest
+    }
+
+    /// Reads frame `number`'s stored bytes into `buf` and checks its header against the
+    /// index and its checksum; returns the stored bytes.
+    pub fn read_frame<'b>(&self, number: u32, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
         let record = self
             .index
-            .chunks
+            .frames
             .get(number as usize)
             .ok_or_else(|| Error::InvalidIndex {
-                reason: format!("no chunk {number}"),
+                reason: format!("no frame {number}"),
             })?;
         buf.clear();
         buf.resize(FRAME_HEADER_LEN + record.stored_len as usize, 0);
         self.source
             .read_exact_at(buf, record.offset)
-            .map_err(Error::read("chunk frame", record.offset))?;
+            .map_err(Error::read("frame", record.offset))?;
         let (head, stored) = buf.split_at(FRAME_HEADER_LEN);
         let frame = FrameHeader::parse(head.try_into().expect("frame header"), record.offset)?;
         check_frame_matches(&frame, record)?;
@@ -158,14 +166,14 @@ impl<R: ReadAt> Archive<R> {
     }
 }
 
-fn check_frame_matches(frame: &FrameHeader, record: &ChunkRecord) -> Result<()> {
-    if frame.kind != FrameKind::Chunk
+fn check_frame_matches(frame: &FrameHeader, record: &FrameRecord) -> Result<()> {
+    if frame.kind != FrameKind::Data
         || frame.codec != record.codec
         || frame.raw_len != record.raw_len
         || frame.stored_len != record.stored_len
     {
         return Err(Error::Malformed {
-            what: "chunk frame",
+            what: "frame",
             offset: record.offset,
             reason: format!(
                 "frame header (kind {:?}, codec {}, raw {}, stored {}) disagrees with the index (codec {}, raw {}, stored {})",
@@ -183,7 +191,7 @@ fn check_frame_matches(frame: &FrameHeader, record: &ChunkRecord) -> Result<()> 
 }
 
 /// Checks an index frame (header + bytes) against the trailer and decodes the index.
-fn parse_index_frame(frame: &[u8], trailer: &Trailer) -> Result<Index> {
+fn parse_index_frame(frame: &[u8], trailer: &Trailer, version: u16) -> Result<Index> {
     let (head, bytes) = frame.split_at(FRAME_HEADER_LEN);
     let offset = trailer.index_offset;
     let header = FrameHeader::parse(head.try_into().expect("frame header"), offset)?;
@@ -198,12 +206,12 @@ fn parse_index_frame(frame: &[u8], trailer: &Trailer) -> Result<Index> {
     if <[u8; 32]>::from(Sha256::digest(bytes)) != trailer.index_digest {
         return Err(Error::IndexDigest { offset });
     }
-    Index::from_bytes(bytes, offset)
+    Index::from_bytes(bytes, version, offset)
 }
 
-/// One chunk frame as met by a [`StreamReader`].
+/// One frame as met by a [`StreamReader`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamChunk {
+pub struct StreamFrame {
     /// Byte offset of the frame header.
     pub offset: u64,
     /// The frame header (checksum already verified).
@@ -213,13 +221,14 @@ pub struct StreamChunk {
 /// Reads an archive front to back from a source that cannot seek (a pipe).
 ///
 /// Chunks come out in archive order with their frame checksums verified; the index
-/// arrives last, after which [`StreamReader::index`] holds it and every chunk met on
+/// arrives last, after which [`StreamReader::into_index`] gives it and every frame met on
 /// the way has been checked against it.
 #[derive(Debug)]
 pub struct StreamReader<R> {
     input: R,
     position: u64,
-    seen: Vec<StreamChunk>,
+    version: u16,
+    seen: Vec<StreamFrame>,
     index: Option<Index>,
 }
 
@@ -230,18 +239,19 @@ impl<R: Read> StreamReader<R> {
         input
             .read_exact(&mut header)
             .map_err(Error::read("file header", 0))?;
-        Header::parse(&header)?;
+        let version = Header::parse(&header)?.version;
         Ok(StreamReader {
             input,
             position: HEADER_LEN as u64,
+            version,
             seen: Vec::new(),
             index: None,
         })
     }
 
-    /// Reads the next chunk's stored bytes into `buf`. Returns `None` once the index
+    /// Reads the next frame's stored bytes into `buf`. Returns `None` once the index
     /// and trailer have been read and checked, and nothing follows them.
-    pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Option<StreamChunk>> {
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<StreamFrame>> {
         if self.index.is_some() {
             return Ok(None);
         }
@@ -259,8 +269,8 @@ impl<R: Read> StreamReader<R> {
         frame.check(buf, offset)?;
         self.position += (FRAME_HEADER_LEN + buf.len()) as u64;
         match frame.kind {
-            FrameKind::Chunk => {
-                let chunk = StreamChunk { offset, frame };
+            FrameKind::Data => {
+                let chunk = StreamFrame { offset, frame };
                 self.seen.push(chunk);
                 Ok(Some(chunk))
             }
@@ -293,21 +303,21 @@ impl<R: Read> StreamReader<R> {
                 offset: index_offset,
             });
         }
-        let index = Index::from_bytes(bytes, index_offset)?;
-        if index.chunks.len() != self.seen.len() {
+        let index = Index::from_bytes(bytes, self.version, index_offset)?;
+        if index.frames.len() != self.seen.len() {
             return Err(Error::InvalidIndex {
                 reason: format!(
-                    "the index lists {} chunks, the stream held {}",
-                    index.chunks.len(),
+                    "the index lists {} frames, the stream held {}",
+                    index.frames.len(),
                     self.seen.len()
                 ),
             });
         }
-        for (record, seen) in index.chunks.iter().zip(&self.seen) {
+        for (record, seen) in index.frames.iter().zip(&self.seen) {
             if record.offset != seen.offset {
                 return Err(Error::InvalidIndex {
                     reason: format!(
-                        "the index places a chunk at {}, the stream had it at {}",
+                        "the index places a frame at {}, the stream had it at {}",
                         record.offset, seen.offset
                     ),
                 });

@@ -3,20 +3,20 @@ use std::io::Write;
 use sha2::{Digest as _, Sha256};
 
 use crate::consts::{CODEC_STORE, HEADER_LEN, TRAILER_LEN};
-use crate::index::{ChunkRecord, Digest, Entry, Index};
+use crate::index::{BaseRef, ChunkRecord, Digest, Entry, FrameRecord, Index};
 use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
 use crate::{Error, Result};
 
 /// Writes an archive front to back, never seeking, so it can write to a pipe.
 ///
-/// Chunks are appended as they come; [`ArchiveWriter::finish`] writes the index and the
+/// Frames are appended as they come; [`ArchiveWriter::finish`] writes the index and the
 /// trailer. Until then the output is not a valid archive, which is why callers write to
 /// a temporary name.
 #[derive(Debug)]
 pub struct ArchiveWriter<W: Write> {
     out: W,
     position: u64,
-    chunks: Vec<ChunkRecord>,
+    frames: Vec<FrameRecord>,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -27,39 +27,40 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(ArchiveWriter {
             out,
             position: HEADER_LEN as u64,
-            chunks: Vec::new(),
+            frames: Vec::new(),
         })
     }
 
-    /// Appends one coded chunk and returns its number in the index.
-    pub fn push_chunk(
-        &mut self,
-        codec: u8,
-        raw_len: u32,
-        stored: &[u8],
-        digest: Digest,
-    ) -> Result<u32> {
-        let header = FrameHeader::new(FrameKind::Chunk, codec, raw_len, stored)?;
-        let number = u32::try_from(self.chunks.len()).map_err(|_| Error::InvalidIndex {
-            reason: "more than 2^32 chunks".into(),
+    /// Appends one frame of coded bytes and returns its number in the index.
+    pub fn push_frame(&mut self, codec: u8, raw_len: u32, stored: &[u8]) -> Result<u32> {
+        let header = FrameHeader::new(FrameKind::Data, codec, raw_len, stored)?;
+        let number = u32::try_from(self.frames.len()).map_err(|_| Error::InvalidIndex {
+            reason: "more than 2^32 frames".into(),
         })?;
         let offset = self.write_frame(header, stored)?;
-        self.chunks.push(ChunkRecord {
+        self.frames.push(FrameRecord {
             offset,
             raw_len,
             stored_len: header.stored_len,
             codec,
-            digest,
         });
         Ok(number)
     }
 
-    /// Writes the index and the trailer, flushes, and gives back the output and the
-    /// archive's total length.
-    pub fn finish(mut self, entries: Vec<Entry>, merkle_root: Digest) -> Result<(W, u64)> {
+    /// Writes the index (the frames written so far and the given rest) and the trailer,
+    /// flushes, and gives back the output and the archive's total length.
+    pub fn finish(
+        mut self,
+        chunks: Vec<ChunkRecord>,
+        entries: Vec<Entry>,
+        bases: Vec<BaseRef>,
+        merkle_root: Digest,
+    ) -> Result<(W, u64)> {
         let index = Index {
-            chunks: std::mem::take(&mut self.chunks),
+            frames: std::mem::take(&mut self.frames),
+            chunks,
             entries,
+            bases,
             merkle_root,
         };
         let index_offset = self.position;

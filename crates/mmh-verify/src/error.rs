@@ -33,24 +33,24 @@ pub enum Error {
     /// The container itself is damaged (or the OS failed a read).
     #[error(transparent)]
     Format(#[from] mmh_format::Error),
-    /// A chunk's frame is damaged (bad header, checksum mismatch, cut short).
-    #[error("chunk {chunk} ({location}) is damaged: {source}")]
+    /// A frame is damaged (bad header, checksum mismatch, cut short).
+    #[error("frame {frame} at archive offset {archive_offset} is damaged: {source}")]
     Frame {
-        /// Chunk number.
-        chunk: u32,
-        /// Where it is.
-        location: Location,
+        /// Frame number.
+        frame: u32,
+        /// Where its header starts.
+        archive_offset: u64,
         /// What the container reader found.
         #[source]
         source: mmh_format::Error,
     },
-    /// A chunk's stored bytes do not decode.
-    #[error("chunk {chunk} ({location}) cannot be decoded: {source}")]
+    /// A frame's stored bytes do not decode.
+    #[error("frame {frame} at archive offset {archive_offset} cannot be decoded: {source}")]
     Decode {
-        /// Chunk number.
-        chunk: u32,
-        /// Where it is.
-        location: Location,
+        /// Frame number.
+        frame: u32,
+        /// Where its header starts.
+        archive_offset: u64,
         /// What the codec said.
         #[source]
         source: mmh_codecs::Error,
@@ -74,6 +74,26 @@ pub enum Error {
     /// The Merkle root over the chunk digests is not the one in the index.
     #[error("Merkle root mismatch: the index's chunk digests do not produce its root")]
     MerkleRoot,
+    /// The archive references a base archive that was not given.
+    #[error("base archive {name:?} is needed: this archive references chunks it holds")]
+    MissingBase {
+        /// The base's file name when the archive was folded.
+        name: String,
+    },
+    /// The archive given as a base is not the one that was referenced.
+    #[error(
+        "the archive given for base {name:?} is not the one this archive was folded against (its index SHA-256 differs)"
+    )]
+    WrongBase {
+        /// The base's file name when the archive was folded.
+        name: String,
+    },
+    /// Bases of bases go deeper than [`crate::MAX_CHAIN_DEPTH`].
+    #[error("the chain of base archives is deeper than {limit}")]
+    ChainTooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// Whoever consumed the verified bytes failed (a write error, a cancelled run).
     #[error("{context}: {source}")]
     Sink {
@@ -90,7 +110,7 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         match self {
             Error::Format(source) | Error::Frame { source, .. } => source.is_integrity(),
-            Error::Sink { .. } => false,
+            Error::Sink { .. } | Error::MissingBase { .. } => false,
             _ => true,
         }
     }

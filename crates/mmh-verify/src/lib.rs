@@ -2,8 +2,10 @@
 //! over the chunk digests, and verification that decodes and checks everything.
 //!
 //! Readers never hand out a decoded byte that has not matched its chunk's SHA-256:
-//! [`decode_run`] is the one path from stored bytes to content, used by verification,
-//! unfolding and range reads alike. [`verify_archive`] re-reads a whole archive and
+//! [`Chain::decode_chunks`] (and [`decode_run`] over it) is the one path from stored
+//! bytes to content, used by verification, unfolding and range reads alike. A [`Chain`]
+//! is an archive with the base archives it references, each checked to be exactly the
+//! one referenced. [`verify_archive`] re-reads a whole archive and
 //! names the first bad chunk with its entry and byte range.
 //!
 //! ```
@@ -23,7 +25,9 @@ mod read;
 
 pub use error::{Error, Location, Result};
 pub use merkle::{leaf_hash, merkle_root, node_hash};
-pub use read::{ChunkRun, Report, decode_chunk, decode_run, verify_archive};
+pub use read::{
+    Chain, ChunkRun, MAX_CHAIN_DEPTH, Report, decode_frame_bytes, decode_run, verify_archive,
+};
 
 use mmh_format::Digest;
 use sha2::{Digest as _, Sha256};

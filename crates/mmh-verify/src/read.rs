@@ -1,21 +1,242 @@
+use std::collections::HashMap;
 use std::io;
 
 use mmh_codecs::CodecId;
-use mmh_format::{Archive, Digest, EntryKind, ReadAt};
+use mmh_format::{Archive, ChunkSource, Digest, EntryKind, Index, ReadAt};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::{Error, Location, Result, merkle_root, sha256};
 
-/// Decodes one chunk's stored bytes into `out` and returns the SHA-256 of the result.
-pub fn decode_chunk(
+/// Bases may themselves have bases; a chain deeper than this is refused rather than
+/// followed (each link is a file the caller opened, so this only bounds mistakes).
+pub const MAX_CHAIN_DEPTH: usize = 64;
+
+/// An archive together with the base archives its chunks reference, each checked to be
+/// exactly the archive that was referenced (by the SHA-256 of its index).
+///
+/// Every read goes through a chain, even of one archive: a chunk's bytes may sit in a
+/// frame of this archive, in a base, or be a delta against a base.
+#[derive(Debug)]
+pub struct Chain<R> {
+    archive: Archive<R>,
+    bases: Vec<Chain<R>>,
+}
+
+impl<R: ReadAt> Chain<R> {
+    /// Joins `archive` with its bases, in the order of its index's
+    /// [`bases`](mmh_format::Index::bases) list.
+    pub fn new(archive: Archive<R>, bases: Vec<Chain<R>>) -> Result<Self> {
+        let wanted = &archive.index().bases;
+        if bases.len() != wanted.len() {
+            return Err(Error::MissingBase {
+                name: wanted
+                    .get(bases.len())
+                    .map_or_else(String::new, |b| b.name.clone()),
+            });
+        }
+        for (base, wanted) in bases.iter().zip(wanted) {
+            if base.archive.index_digest() != wanted.index_digest {
+                return Err(Error::WrongBase {
+                    name: wanted.name.clone(),
+                });
+            }
+            if base.depth() + 1 > MAX_CHAIN_DEPTH {
+                return Err(Error::ChainTooDeep {
+                    limit: MAX_CHAIN_DEPTH,
+                });
+            }
+        }
+        Ok(Chain { archive, bases })
+    }
+
+    /// An archive that references no base.
+    pub fn standalone(archive: Archive<R>) -> Result<Self> {
+        Chain::new(archive, Vec::new())
+    }
+
+    /// The archive at the head of the chain.
+    pub fn archive(&self) -> &Archive<R> {
+        &self.archive
+    }
+
+    /// The head archive's index.
+    pub fn index(&self) -> &Index {
+        self.archive.index()
+    }
+
+    /// The resolved bases, in the index's order.
+    pub fn bases(&self) -> &[Chain<R>] {
+        &self.bases
+    }
+
+    fn depth(&self) -> usize {
+        self.bases.iter().map(|b| b.depth() + 1).max().unwrap_or(0)
+    }
+
+    /// Decodes chunks `numbers` (a run of `entry`'s content starting at byte `start`,
+    /// for error messages), each checked against its SHA-256, in the order given.
+    ///
+    /// Each frame is read and decoded once however many of the chunks it holds, frames
+    /// in parallel; chunks from a base are fetched from it the same way, in one call per
+    /// base.
+    pub fn decode_chunks(
+        &self,
+        numbers: &[u32],
+        entry: Option<&str>,
+        start: u64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let index = self.index();
+        let records = numbers
+            .iter()
+            .map(|&n| {
+                index.chunks.get(n as usize).ok_or_else(|| {
+                    Error::from(mmh_format::Error::InvalidIndex {
+                        reason: format!("no chunk {n}"),
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut frames: Vec<u32> = Vec::new();
+        let mut from_bases: Vec<Vec<u32>> = vec![Vec::new(); self.bases.len()];
+        for record in &records {
+            match record.source {
+                ChunkSource::Frame { frame, .. } => frames.push(frame),
+                ChunkSource::Base { base, chunk } => from_bases[usize::from(base)].push(chunk),
+                ChunkSource::Delta {
+                    frame, base, chunk, ..
+                } => {
+                    frames.push(frame);
+                    from_bases[usize::from(base)].push(chunk);
+                }
+            }
+        }
+        frames.sort_unstable();
+        frames.dedup();
+        let (decoded, based) = rayon::join(
+            || -> Result<HashMap<u32, Vec<u8>>> {
+                frames
+                    .par_iter()
+                    .map(|&f| Ok((f, self.decode_frame(f)?)))
+                    .collect()
+            },
+            || -> Result<Vec<HashMap<u32, Vec<u8>>>> {
+                self.bases
+                    .par_iter()
+                    .zip(&mut from_bases)
+                    .map(|(base, chunks)| {
+                        chunks.sort_unstable();
+                        chunks.dedup();
+                        let bytes = base.decode_chunks(chunks, None, 0)?;
+                        Ok(chunks.iter().copied().zip(bytes).collect())
+                    })
+                    .collect()
+            },
+        );
+        let (decoded, based) = (decoded?, based?);
+        let mut starts = Vec::with_capacity(numbers.len());
+        let mut at = start;
+        for record in &records {
+            starts.push(at);
+            at += u64::from(record.raw_len);
+        }
+        numbers
+            .par_iter()
+            .zip(records)
+            .zip(starts)
+            .map(|((&number, record), start)| {
+                let slice = |frame: u32, at: u32| {
+                    let at = at as usize;
+                    &decoded[&frame][at..at + record.raw_len as usize]
+                };
+                let bytes = match record.source {
+                    ChunkSource::Frame { frame, start } => slice(frame, start).to_vec(),
+                    ChunkSource::Base { base, chunk } => based[usize::from(base)][&chunk].clone(),
+                    ChunkSource::Delta {
+                        frame,
+                        start,
+                        base,
+                        chunk,
+                    } => {
+                        let reference = &based[usize::from(base)][&chunk];
+                        let delta = slice(frame, start);
+                        if reference.len() != delta.len() {
+                            return Err(mmh_format::Error::InvalidIndex {
+                                reason: format!(
+                                    "delta chunk {number} has {} bytes, its base chunk {chunk} {}",
+                                    delta.len(),
+                                    reference.len()
+                                ),
+                            }
+                            .into());
+                        }
+                        delta.iter().zip(reference).map(|(d, r)| d ^ r).collect()
+                    }
+                };
+                if sha256(&bytes) != record.digest {
+                    return Err(Error::ChunkDigest {
+                        chunk: number,
+                        location: Location {
+                            entry: entry.map(str::to_owned),
+                            range: start..start + u64::from(record.raw_len),
+                            archive_offset: self.frame_offset(record.source),
+                        },
+                    });
+                }
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// Where the frame holding a chunk starts (0 for a chunk held by a base).
+    fn frame_offset(&self, source: ChunkSource) -> u64 {
+        match source {
+            ChunkSource::Frame { frame, .. } | ChunkSource::Delta { frame, .. } => self
+                .index()
+                .frames
+                .get(frame as usize)
+                .map_or(0, |f| f.offset),
+            ChunkSource::Base { .. } => 0,
+        }
+    }
+
+    /// Reads and decodes one frame of the head archive.
+    pub fn decode_frame(&self, number: u32) -> Result<Vec<u8>> {
+        let mut stored = Vec::new();
+        let offset = self
+            .index()
+            .frames
+            .get(number as usize)
+            .map_or(0, |f| f.offset);
+        let bytes = self
+            .archive
+            .read_frame(number, &mut stored)
+            .map_err(|source| Error::Frame {
+                frame: number,
+                archive_offset: offset,
+                source,
+            })?;
+        let frame = &self.index().frames[number as usize];
+        let mut out = Vec::new();
+        decode_frame_bytes(frame.codec, frame.raw_len, bytes, &mut out).map_err(|source| {
+            Error::Decode {
+                frame: number,
+                archive_offset: offset,
+                source,
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// Decodes one frame's stored bytes into `out`.
+pub fn decode_frame_bytes(
     codec: u8,
     raw_len: u32,
     stored: &[u8],
     out: &mut Vec<u8>,
-) -> Result<Digest, mmh_codecs::Error> {
-    mmh_codecs::decode(CodecId::try_from(codec)?, stored, raw_len as usize, out)?;
-    Ok(sha256(out))
+) -> Result<(), mmh_codecs::Error> {
+    mmh_codecs::decode(CodecId::try_from(codec)?, stored, raw_len as usize, out)
 }
 
 /// A run of consecutive chunks of one entry's content.
@@ -33,37 +254,62 @@ pub struct ChunkRun<'a> {
 /// decoded, one being consumed), so this bounds a reader's memory whatever the archive.
 const BATCH_RAW_BYTES: u64 = 64 << 20;
 
+/// How many chunks of a run the next batch takes: up to [`BATCH_RAW_BYTES`] of content
+/// and of frames to decode, and up to two frames per thread, so that frames shared by
+/// neighbouring chunks are decoded once and every thread has one to work on.
+fn batch_len<R: ReadAt>(chain: &Chain<R>, chunks: &[u32]) -> usize {
+    let index = chain.index();
+    let max_frames = rayon::current_num_threads() * 2;
+    let (mut frames, mut frame_bytes, mut bytes) = (Vec::new(), 0u64, 0u64);
+    for (taken, &number) in chunks.iter().enumerate() {
+        let Some(record) = index.chunks.get(number as usize) else {
+            return taken.max(1);
+        };
+        let frame = match record.source {
+            ChunkSource::Frame { frame, .. } | ChunkSource::Delta { frame, .. } => Some(frame),
+            ChunkSource::Base { .. } => None,
+        };
+        if let Some(frame) = frame
+            && !frames.contains(&frame)
+        {
+            if taken > 0 && frames.len() == max_frames {
+                return taken;
+            }
+            frames.push(frame);
+            frame_bytes += index
+                .frames
+                .get(frame as usize)
+                .map_or(0, |f| u64::from(f.raw_len));
+        }
+        bytes += u64::from(record.raw_len);
+        if taken > 0 && (bytes > BATCH_RAW_BYTES || frame_bytes > BATCH_RAW_BYTES) {
+            return taken;
+        }
+    }
+    chunks.len()
+}
+
 /// Decodes a run of chunks in parallel batches, checks each against its SHA-256 in the
 /// index, and hands the bytes to `sink` in content order. The sink consumes one batch
 /// while the next is decoded. The first bad chunk in content order is the error.
 pub fn decode_run<R: ReadAt>(
-    archive: &Archive<R>,
+    chain: &Chain<R>,
     run: ChunkRun<'_>,
     mut sink: impl FnMut(&[u8]) -> io::Result<()> + Send,
 ) -> Result<()> {
-    let records = &archive.index().chunks;
-    let batch_len = rayon::current_num_threads() * 2;
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut rest = run.chunks;
     let mut batch_start = run.start;
     while !rest.is_empty() {
-        let mut take = 0;
-        let mut bytes = 0u64;
-        while take < rest.len() && take < batch_len && (take == 0 || bytes < BATCH_RAW_BYTES) {
-            bytes += records
-                .get(rest[take] as usize)
-                .map_or(0, |r| u64::from(r.raw_len));
-            take += 1;
-        }
-        let (batch, tail) = rest.split_at(take);
+        let (batch, tail) = rest.split_at(batch_len(chain, rest));
         let (decoded, sunk) = rayon::join(
-            || decode_batch(archive, run.entry, batch_start, batch),
+            || chain.decode_chunks(batch, run.entry, batch_start),
             || feed(&mut sink, std::mem::take(&mut pending)),
         );
         sunk?;
         pending = decoded?;
+        batch_start += pending.iter().map(|b| b.len() as u64).sum::<u64>();
         rest = tail;
-        batch_start += bytes;
     }
     feed(&mut sink, pending)
 }
@@ -78,84 +324,26 @@ fn feed(sink: &mut impl FnMut(&[u8]) -> io::Result<()>, batch: Vec<Vec<u8>>) -> 
     Ok(())
 }
 
-fn decode_batch<R: ReadAt>(
-    archive: &Archive<R>,
-    entry: Option<&str>,
-    start: u64,
-    batch: &[u32],
-) -> Result<Vec<Vec<u8>>> {
-    let records = &archive.index().chunks;
-    let mut starts = Vec::with_capacity(batch.len());
-    let mut at = start;
-    for &number in batch {
-        starts.push(at);
-        at += records
-            .get(number as usize)
-            .map_or(0, |r| u64::from(r.raw_len));
-    }
-    let results: Vec<Result<Vec<u8>>> =
-        batch
-            .par_iter()
-            .zip(starts)
-            .map(|(&number, start)| {
-                let mut stored = Vec::new();
-                let mut out = Vec::new();
-                let record = records.get(number as usize).ok_or_else(|| {
-                    mmh_format::Error::InvalidIndex {
-                        reason: format!("no chunk {number}"),
-                    }
-                })?;
-                let location = || Location {
-                    entry: entry.map(str::to_owned),
-                    range: start..start + u64::from(record.raw_len),
-                    archive_offset: record.offset,
-                };
-                let bytes =
-                    archive
-                        .read_stored(number, &mut stored)
-                        .map_err(|source| Error::Frame {
-                            chunk: number,
-                            location: location(),
-                            source,
-                        })?;
-                let digest = decode_chunk(record.codec, record.raw_len, bytes, &mut out).map_err(
-                    |source| Error::Decode {
-                        chunk: number,
-                        location: location(),
-                        source,
-                    },
-                )?;
-                if digest != record.digest {
-                    return Err(Error::ChunkDigest {
-                        chunk: number,
-                        location: location(),
-                    });
-                }
-                Ok(out)
-            })
-            .collect();
-    results.into_iter().collect()
-}
-
 /// What a successful verification covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Report {
     /// Entries in the archive.
     pub entries: u64,
-    /// Chunk frames in the archive.
+    /// Chunks in the archive's index (including those held by bases).
     pub chunks: u64,
     /// Bytes of file content checked (shared chunks count once per entry).
     pub content_bytes: u64,
 }
 
 /// Re-reads a whole archive: the Merkle root over the index's chunk digests, then every
-/// file's chunks (frame checksum, decoding, chunk SHA-256) and the file's own SHA-256,
-/// then any chunk no entry uses. `progress` receives the bytes of content checked.
+/// file's chunks (frame checksum, decoding, chunk SHA-256, through the bases for chunks
+/// they hold) and the file's own SHA-256, then any chunk no entry uses. `progress`
+/// receives the bytes of content checked.
 pub fn verify_archive<R: ReadAt>(
-    archive: &Archive<R>,
+    chain: &Chain<R>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report> {
-    let index = archive.index();
+    let index = chain.index();
     let digests: Vec<Digest> = index.chunks.iter().map(|c| c.digest).collect();
     if merkle_root(&digests) != index.merkle_root {
         return Err(Error::MerkleRoot);
@@ -177,7 +365,7 @@ pub fn verify_archive<R: ReadAt>(
             start: 0,
             chunks,
         };
-        decode_run(archive, run, |bytes| {
+        decode_run(chain, run, |bytes| {
             hasher.update(bytes);
             progress(bytes.len() as u64);
             Ok(())
@@ -201,7 +389,7 @@ pub fn verify_archive<R: ReadAt>(
         start: 0,
         chunks: &unused,
     };
-    decode_run(archive, run, |_| Ok(()))?;
+    decode_run(chain, run, |_| Ok(()))?;
     Ok(Report {
         entries: index.entries.len() as u64,
         chunks: index.chunks.len() as u64,
