@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo xtask bench [--tiers 1M,64M,1G] [--max-bytes 1G] [--threads N] [--level 3]
-//!                   [--runs 3] [--out docs/bench] [--rss] [FILE...]
+//!                   [--runs 3] [--out docs/bench] [--rss] [--tree [--tree-files N]]
+//!                   [--chains] [--cdc] [--corpus DIR] [FILE...]
 //! ```
 //!
 //! For every input (a generated tier of [`mmh_benches::MixedData`], or a FILE) it runs,
@@ -31,13 +32,30 @@
 //! `<out>/size-vs-speed.svg`. `--rss` adds the peak RSS of the release `mmh` binary
 //! folding 256 MiB and 2 GiB from a pipe: it must not grow with the input.
 //!
+//! Opt-in sections, each a table of its own (and a key in the JSON):
+//!
+//! - `--tree` (`tree.rs`): 100,000 small text-like files folded and unfolded by the
+//!   release `mmh` and by `tar | zstd`, as child processes, with peak RSS;
+//! - `--chains` (`chains.rs`): a new version of a model file against the archive of the
+//!   old one (`mmh fold --base`), against `zstd --patch-from` and an XOR delta, on the
+//!   development corpus; and one weight file stored under two names;
+//! - `--cdc` (`cdc.rs`): content-defined chunking throughput of the CPU backend.
+//!
+//! A correctness check that fails in a section (an unfold that does not give the source
+//! back) is printed in its table, and the bench then exits with an error.
+//!
 //! A debug build would measure nothing useful (the workspace crates are not optimised in
 //! the dev profile), so a debug `xtask` re-runs itself with `cargo run --release`.
 
+mod cdc;
+mod chains;
+mod external;
 mod measure;
 mod report;
 mod rss;
 mod sys;
+mod text;
+mod tree;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -56,6 +74,10 @@ pub const MULTI_RUN_LIMIT: u64 = 1 << 30;
 const SEED: u64 = 0x4D4D_482D_5253;
 /// The largest input `--max-bytes` may allow.
 const HARD_MAX: u64 = 1 << 40;
+/// Files in the `--tree` tree unless `--tree-files` says otherwise.
+const TREE_FILES: u64 = 100_000;
+/// Where `build.sh` puts the development corpus by default.
+const CORPUS: &str = "/tmp/mmh-dev-corpus";
 
 const USAGE: &str = "\
 usage: cargo xtask bench [options] [FILE...]
@@ -71,6 +93,14 @@ usage: cargo xtask bench [options] [FILE...]
   --rss            also measure the peak RSS of `mmh fold` on 256 MiB and 2 GiB
   --replot JSON    measure nothing: redraw <out>/size-vs-speed.svg from a saved results.json
                    (e.g. target/bench/results.json)
+  --tree           fold and unfold 100,000 small text-like files (generated once into
+                   target/bench/tree/src) with mmh and with tar | zstd
+  --tree-files N   files in that tree (default 100000)
+  --chains         dedup across versions of a model file: mmh fold --base, --self-contained,
+                   zstd --patch-from, XOR + zstd; one file under two names (needs the corpus)
+  --cdc            content-defined chunking speed of the CPU backend (GB/s, one thread)
+  --corpus DIR     the development corpus (default /tmp/mmh-dev-corpus; build it with
+                   `bash /work/shared/corpus/build.sh`)
   FILE...          real files to measure as well (e.g. from /tmp/mmh-dev-corpus)";
 
 /// What one `cargo xtask bench` measures.
@@ -96,6 +126,16 @@ pub struct Config {
     pub command: String,
     /// A saved results.json to redraw the plot from (nothing is measured).
     pub replot: Option<PathBuf>,
+    /// Measure the small-files tree.
+    pub tree: bool,
+    /// Files in that tree.
+    pub tree_files: u64,
+    /// Measure dedup across versions.
+    pub chains: bool,
+    /// Measure chunking speed.
+    pub cdc: bool,
+    /// The development corpus.
+    pub corpus: PathBuf,
 }
 
 /// Entry point: `args` are the words after `cargo xtask bench`.
@@ -145,8 +185,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
         });
     }
     ensure!(
-        !inputs.is_empty() || config.rss,
-        "nothing to measure: no tiers and no files"
+        !inputs.is_empty() || config.rss || config.tree || config.chains || config.cdc,
+        "nothing to measure: no tiers, no files and no section (--rss, --tree, --chains, --cdc)"
     );
 
     let host = report::Host::detect(&config);
@@ -160,6 +200,14 @@ pub fn run(args: Vec<String>) -> Result<()> {
     } else {
         Vec::new()
     };
+    let tree = timed("--tree", config.tree, || {
+        tree::measure(&config, &target, scratch.path())
+    })?;
+    let chains = timed("--chains", config.chains, || {
+        chains::measure(&config, &target, scratch.path())
+    })?
+    .flatten();
+    let cdc = timed("--cdc", config.cdc, || cdc::measure(&config))?.unwrap_or_default();
 
     let mut host = host;
     host.load_after = report::load_average();
@@ -168,6 +216,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
         config: report::ConfigRecord::from(&config),
         inputs: results,
         rss,
+        tree,
+        chains,
+        cdc,
     };
     print!("{}", report::markdown(&all));
     let json_path = bench_dir.join("results.json");
@@ -181,7 +232,24 @@ pub fn run(args: Vec<String>) -> Result<()> {
         report::plot(&all.inputs, &svg)?;
         eprintln!("bench: wrote {}", svg.display());
     }
+    let failures = all.failures();
+    ensure!(
+        failures.is_empty(),
+        "correctness checks failed:\n  {}",
+        failures.join("\n  ")
+    );
     Ok(())
+}
+
+/// Runs an opt-in section when `wanted`, logging how long it took.
+fn timed<T>(name: &str, wanted: bool, section: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let start = std::time::Instant::now();
+    let result = section().with_context(|| format!("{name} failed"))?;
+    eprintln!("bench: {name} took {:.0} s", start.elapsed().as_secs_f64());
+    Ok(Some(result))
 }
 
 fn parse_args(args: &[String]) -> Result<Config> {
@@ -199,6 +267,11 @@ fn parse_args(args: &[String]) -> Result<Config> {
             .collect::<Vec<_>>()
             .join(" "),
         replot: None,
+        tree: false,
+        tree_files: TREE_FILES,
+        chains: false,
+        cdc: false,
+        corpus: PathBuf::from(CORPUS),
     };
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -235,12 +308,25 @@ fn parse_args(args: &[String]) -> Result<Config> {
             "--out" => config.out = PathBuf::from(value("--out")?),
             "--rss" => config.rss = true,
             "--replot" => config.replot = Some(PathBuf::from(value("--replot")?)),
+            "--tree" => config.tree = true,
+            "--tree-files" => {
+                config.tree_files = value("--tree-files")?
+                    .parse()
+                    .context("--tree-files takes a number")?
+            }
+            "--chains" => config.chains = true,
+            "--cdc" => config.cdc = true,
+            "--corpus" => config.corpus = PathBuf::from(value("--corpus")?),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             file => config.files.push(PathBuf::from(file)),
         }
     }
     ensure!(config.threads >= 1, "--threads must be at least 1");
     ensure!(config.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        (1..=10_000_000).contains(&config.tree_files),
+        "--tree-files must be in 1..=10000000"
+    );
     ensure!(
         (1..=22).contains(&config.level),
         "--level must be in 1..=22"
@@ -345,5 +431,38 @@ mod tests {
         );
         assert!(parse_args(&args(&["--bogus"])).is_err());
         assert_eq!(shell_quote("a b"), "'a b'");
+    }
+
+    #[test]
+    fn sections_are_opt_in() {
+        let config = parse_args(&args(&[])).unwrap();
+        assert!(!config.tree && !config.chains && !config.cdc);
+        assert_eq!(config.tree_files, TREE_FILES);
+        assert_eq!(config.corpus, PathBuf::from(CORPUS));
+
+        let config = parse_args(&args(&[
+            "--tiers",
+            "none",
+            "--tree",
+            "--tree-files",
+            "500",
+            "--chains",
+            "--cdc",
+            "--corpus",
+            "/data/corpus",
+        ]))
+        .unwrap();
+        assert!(config.tree && config.chains && config.cdc);
+        assert_eq!(config.tree_files, 500);
+        assert_eq!(config.corpus, PathBuf::from("/data/corpus"));
+        assert!(config.files.is_empty());
+    }
+
+    #[test]
+    fn section_options_are_checked() {
+        assert!(parse_args(&args(&["--tree-files"])).is_err());
+        assert!(parse_args(&args(&["--tree-files", "many"])).is_err());
+        assert!(parse_args(&args(&["--tree-files", "0"])).is_err());
+        assert!(parse_args(&args(&["--corpus"])).is_err());
     }
 }

@@ -592,7 +592,7 @@ fn list(args: ListArgs) -> Result<()> {
 fn cdc_params(avg: u64) -> Result<CdcParams> {
     let avg = u32::try_from(avg).context("--chunk-size is too large")?;
     let params = CdcParams {
-        min_size: avg / 4 & !1,
+        min_size: (avg / 4) & !1,
         avg_size: avg & !1,
         max_size: avg.saturating_mul(4) & !1,
     };

@@ -180,13 +180,27 @@ fn cat_writes_an_entry_or_a_range() {
         .output()
         .unwrap();
     assert_eq!(whole.stdout, data);
+    // A range across the end of the first chunk, wherever content-defined chunking put it.
+    let index = mmh_format::Archive::open(std::fs::read(&archive).unwrap())
+        .unwrap()
+        .index()
+        .clone();
+    assert!(
+        index.chunks.len() > 1,
+        "the input is cut into several chunks"
+    );
+    let cut = index.chunks[0].raw_len as usize;
     let part = mmh()
         .arg("cat")
         .arg(&archive)
-        .args(["input.bin", "--range", "65530..65546"])
+        .args([
+            "input.bin",
+            "--range",
+            &format!("{}..{}", cut - 6, cut + 10),
+        ])
         .output()
         .unwrap();
-    assert_eq!(part.stdout, data[65530..65546]);
+    assert_eq!(part.stdout, data[cut - 6..cut + 10]);
     mmh()
         .arg("cat")
         .arg(&archive)
@@ -487,4 +501,297 @@ fn a_directory_folds_lists_and_unfolds() {
         .arg(&out)
         .assert()
         .code(1);
+}
+
+/// A safetensors file of 24 F32 tensors of 64 KiB (one 64 KiB piece each with
+/// `--chunk-size 16K`, whose largest chunk is 64 KiB); `step` > 0 moves tensors 5 and 17
+/// a little, as training would.
+fn model(step: u32) -> Vec<u8> {
+    let (tensors, values) = (24usize, 16_384usize);
+    let mut header = String::from("{");
+    for t in 0..tensors {
+        let (start, end) = (t * values * 4, (t + 1) * values * 4);
+        if t > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            r#""layer.{t}.weight":{{"dtype":"F32","shape":[{values}],"data_offsets":[{start},{end}]}}"#
+        ));
+    }
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for t in 0..tensors {
+        for _ in 0..values {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut value = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+            if (t == 5 || t == 17) && step > 0 {
+                value = value * (1.0 + 0.001 * step as f32) + 1e-5;
+            }
+            file.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    file
+}
+
+/// `dir/v1.mmh` from `dir/v1.safetensors`, and `dir/v2.mmh` from `dir/v2.safetensors`
+/// folded against it; returns v2's content and v2's fold summary.
+fn fold_against_base(dir: &Path) -> (Vec<u8>, serde_json::Value) {
+    let (v1, v2) = (model(0), model(1));
+    std::fs::write(dir.join("v1.safetensors"), &v1).unwrap();
+    std::fs::write(dir.join("v2.safetensors"), &v2).unwrap();
+    mmh()
+        .args(["fold", "-q", "--chunk-size", "16K"])
+        .arg(dir.join("v1.safetensors"))
+        .arg("-o")
+        .arg(dir.join("v1.mmh"))
+        .assert()
+        .success();
+    let summary = stdout_json(
+        mmh()
+            .args(["fold", "--json", "--chunk-size", "16K", "--base"])
+            .arg(dir.join("v1.mmh"))
+            .arg(dir.join("v2.safetensors"))
+            .arg("-o")
+            .arg(dir.join("v2.mmh")),
+    );
+    (v2, summary)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn fold_with_a_base_stores_only_the_changes_and_unfolds_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v2, summary) = fold_against_base(dir.path());
+    let (v1_len, v2_len) = (
+        file_len(&dir.path().join("v1.mmh")),
+        file_len(&dir.path().join("v2.mmh")),
+    );
+    assert!(v2_len * 10 < v1_len, "v2 {v2_len} bytes, v1 {v1_len}");
+    assert_eq!(summary["archive_bytes"], v2_len);
+    assert_eq!(summary["delta_bytes"], 2 * 65_536, "{summary}");
+    assert_eq!(
+        summary["base_bytes"],
+        v2.len() as u64 - 2 * 65_536,
+        "{summary}"
+    );
+    let out = dir.path().join("out.safetensors");
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(dir.path().join("v2.mmh"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), v2);
+    mmh()
+        .args(["verify", "-q"])
+        .arg(dir.path().join("v2.mmh"))
+        .assert()
+        .success();
+    let listing = String::from_utf8(
+        mmh()
+            .arg("list")
+            .arg(dir.path().join("v2.mmh"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(listing.contains("base"), "{listing}");
+}
+
+#[test]
+fn a_moved_base_is_asked_for_and_then_given_with_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v2, _) = fold_against_base(dir.path());
+    let archive = dir.path().join("v2.mmh");
+    let moved = dir.path().join("old-versions/model-v1.mmh");
+    std::fs::create_dir(moved.parent().unwrap()).unwrap();
+    std::fs::rename(dir.path().join("v1.mmh"), &moved).unwrap();
+    let out = dir.path().join("out.safetensors");
+    for subcommand in [
+        vec!["unfold".into(), archive.clone(), "-o".into(), out.clone()],
+        vec!["verify".into(), archive.clone()],
+        vec!["cat".into(), archive.clone(), "v2.safetensors".into()],
+    ] {
+        let output = mmh().args(&subcommand).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{subcommand:?}: {stderr}");
+        assert!(
+            stderr.contains("\"v1.mmh\"") && stderr.contains("--base"),
+            "{subcommand:?}: {stderr}"
+        );
+        assert!(!out.exists());
+    }
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(&archive)
+        .arg("-o")
+        .arg(&out)
+        .arg("--base")
+        .arg(&moved)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), v2);
+    let report = stdout_json(
+        mmh()
+            .args(["verify", "--json", "--base"])
+            .arg(&moved)
+            .arg(&archive),
+    );
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["content_bytes"], v2.len() as u64);
+    let part = mmh()
+        .arg("cat")
+        .arg(&archive)
+        .args(["v2.safetensors", "--range", "300000..300100", "--base"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert!(part.status.success());
+    assert_eq!(part.stdout, v2[300_000..300_100]);
+    // A base that is not the one folded against is refused, not used.
+    let other = dir.path().join("other.mmh");
+    mmh()
+        .args(["fold", "-q", "--chunk-size", "16K"])
+        .arg(dir.path().join("v2.safetensors"))
+        .arg("-o")
+        .arg(&other)
+        .assert()
+        .success();
+    mmh()
+        .args(["verify", "--base"])
+        .arg(&other)
+        .arg(&archive)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--base"));
+}
+
+#[test]
+fn a_self_contained_fold_unfolds_without_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v2, _) = fold_against_base(dir.path());
+    let alone = dir.path().join("alone.mmh");
+    let summary = stdout_json(
+        mmh()
+            .args([
+                "fold",
+                "--json",
+                "--chunk-size",
+                "16K",
+                "--self-contained",
+                "--base",
+            ])
+            .arg(dir.path().join("v1.mmh"))
+            .arg(dir.path().join("v2.safetensors"))
+            .arg("-o")
+            .arg(&alone),
+    );
+    assert!(summary["base_bytes"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["delta_bytes"], 0);
+    std::fs::remove_file(dir.path().join("v1.mmh")).unwrap();
+    let out = dir.path().join("out.safetensors");
+    mmh()
+        .args(["unfold", "-q"])
+        .arg(&alone)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), v2);
+    mmh().args(["verify", "-q"]).arg(&alone).assert().success();
+    mmh()
+        .args(["fold", "--self-contained"])
+        .arg(dir.path().join("v2.safetensors"))
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn diff_lists_added_removed_and_changed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    for (tree, files) in [
+        (
+            &old,
+            [
+                ("same.txt", "unchanged\n"),
+                ("edited.txt", "before\n"),
+                ("gone.txt", "removed\n"),
+            ],
+        ),
+        (
+            &new,
+            [
+                ("same.txt", "unchanged\n"),
+                ("edited.txt", "after!!\n"),
+                ("fresh.txt", "added\n"),
+            ],
+        ),
+    ] {
+        std::fs::create_dir(tree).unwrap();
+        for (name, content) in files {
+            std::fs::write(tree.join(name), content).unwrap();
+        }
+        let mut archive = tree.as_os_str().to_owned();
+        archive.push(".mmh");
+        mmh()
+            .args(["fold", "-q", "--deterministic"])
+            .arg(tree)
+            .arg("-o")
+            .arg(archive)
+            .assert()
+            .success();
+    }
+    let (old_mmh, new_mmh) = (dir.path().join("old.mmh"), dir.path().join("new.mmh"));
+    let out = mmh()
+        .arg("diff")
+        .arg(&old_mmh)
+        .arg(&new_mmh)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // "after!!\n" (8 bytes) and "added\n" (6 bytes) are the chunks old lacks.
+    assert_eq!(
+        lines,
+        [
+            "+ fresh.txt",
+            "- gone.txt",
+            "M edited.txt",
+            &format!(
+                "1 added, 1 removed, 1 changed, 1 unchanged; 2 chunks (14 bytes) in {} that {} lacks",
+                new_mmh.display(),
+                old_mmh.display()
+            ),
+        ]
+    );
+    let json = stdout_json(mmh().args(["diff", "--json"]).arg(&old_mmh).arg(&new_mmh));
+    assert_eq!(json["added"], serde_json::json!(["fresh.txt"]));
+    assert_eq!(json["removed"], serde_json::json!(["gone.txt"]));
+    assert_eq!(json["changed"], serde_json::json!(["edited.txt"]));
+    assert_eq!(json["unchanged"], 1);
+    assert_eq!(json["new_chunks"], 2);
+    assert_eq!(json["new_chunk_bytes"], 14);
+    // An archive against itself: nothing differs.
+    let same = mmh()
+        .arg("diff")
+        .arg(&new_mmh)
+        .arg(&new_mmh)
+        .output()
+        .unwrap();
+    let same = String::from_utf8(same.stdout).unwrap();
+    assert!(
+        same.starts_with("0 added, 0 removed, 0 changed, 3 unchanged; 0 chunks (0 bytes)"),
+        "{same}"
+    );
 }

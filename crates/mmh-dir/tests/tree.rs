@@ -6,8 +6,15 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use mmh_dir::{FoldOptions, Overwrite, Quiet, WalkOptions, fold_tree, unfold_path, unfold_tree};
-use mmh_format::{Archive, ArchiveWriter, Entry, EntryKind, Timestamp};
+use mmh_dir::{
+    Chain, FoldOptions, Overwrite, Quiet, WalkOptions, fold_tree, unfold_path, unfold_tree,
+};
+use mmh_format::{Archive, ArchiveWriter, ChunkRecord, ChunkSource, Entry, EntryKind, Timestamp};
+
+/// An in-memory archive without bases, ready to read.
+fn open(bytes: &[u8]) -> Chain<&[u8]> {
+    Chain::standalone(Archive::open(bytes).unwrap()).unwrap()
+}
 
 /// Everything a tree holds that an archive must keep, by relative name.
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
@@ -60,11 +67,10 @@ fn sample_tree(root: &Path) {
     fs::set_permissions(root.join("sub/deeper"), fs::Permissions::from_mode(0o700)).unwrap();
 }
 
+/// The defaults (64 KiB chunks on average, 4 MiB frames): the sample tree's small files
+/// then share one frame.
 fn options() -> FoldOptions {
-    FoldOptions {
-        chunk_size: 64 * 1024,
-        ..FoldOptions::default()
-    }
+    FoldOptions::default()
 }
 
 fn fold(root: &Path, walk: &WalkOptions) -> (Vec<u8>, mmh_dir::FoldSummary) {
@@ -80,7 +86,7 @@ fn a_tree_with_every_entry_kind_roundtrips() {
     sample_tree(&source);
     let (bytes, summary) = fold(&source, &WalkOptions::default());
     assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     mmh_verify::verify_archive(&archive, &|_| {}).unwrap();
     let target = dir.path().join("target");
     let written = unfold_path(&archive, &target, &[], Overwrite::Refuse, &Quiet).unwrap();
@@ -94,7 +100,7 @@ fn a_repeated_file_is_stored_once() {
     sample_tree(dir.path());
     let (bytes, summary) = fold(dir.path(), &WalkOptions::default());
     assert_eq!(summary.deduplicated_bytes, 300_000);
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     let stored: u64 = archive
         .index()
         .chunks
@@ -110,6 +116,74 @@ fn a_repeated_file_is_stored_once() {
         300_000,
         "the copy must reference the original's chunks"
     );
+    let index = archive.index();
+    let chunks_of = |name: &str| match &mmh_dir::find_entry(index, name).unwrap().kind {
+        EntryKind::File { chunks, .. } => chunks.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(chunks_of("sub/copy-of-model.bin"), chunks_of("model.bin"));
+    // Each stored chunk's bytes are in a frame once.
+    let framed: u64 = index.frames.iter().map(|f| u64::from(f.raw_len)).sum();
+    assert_eq!(framed, stored);
+}
+
+#[test]
+fn small_files_share_frames_and_each_reads_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let content = format!("file {i}: ").repeat(i + 1).into_bytes();
+            (format!("f{i:02}.txt"), content)
+        })
+        .collect();
+    for (name, content) in &files {
+        fs::write(dir.path().join(name), content).unwrap();
+    }
+    let options = FoldOptions {
+        cdc: mmh_dir::CdcParams {
+            min_size: 64,
+            avg_size: 256,
+            max_size: 1024,
+        },
+        frame_size: 2048,
+        ..FoldOptions::default()
+    };
+    let mut bytes = Vec::new();
+    fold_tree(
+        dir.path(),
+        &WalkOptions::default(),
+        &mut bytes,
+        &options,
+        &Quiet,
+    )
+    .unwrap();
+    let archive = open(&bytes);
+    let index = archive.index();
+    let total: usize = files.iter().map(|(_, c)| c.len()).sum();
+    assert!(index.frames.len() >= total.div_ceil(2048));
+    assert!(
+        index.frames.len() * 4 < files.len(),
+        "{} frames for {} files",
+        index.frames.len(),
+        files.len()
+    );
+    assert!(index.frames.iter().all(|f| f.raw_len <= 2048));
+    for (name, content) in &files {
+        let mut out = Vec::new();
+        mmh_dir::read_range(&archive, name, 0..u64::MAX, &mut out).unwrap();
+        assert_eq!(&out, content, "{name}");
+    }
+    let target = dir.path().join("out");
+    unfold_tree(
+        &archive,
+        &target,
+        &["f07.txt".into()],
+        Overwrite::Refuse,
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(fs::read(target.join("f07.txt")).unwrap(), files[7].1);
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 1);
 }
 
 #[test]
@@ -141,7 +215,7 @@ fn a_subset_unfolds_only_what_lies_under_the_paths() {
     let dir = tempfile::tempdir().unwrap();
     sample_tree(&dir.path().join("src"));
     let (bytes, _) = fold(&dir.path().join("src"), &WalkOptions::default());
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     let target = dir.path().join("out");
     unfold_tree(
         &archive,
@@ -163,7 +237,7 @@ fn existing_files_are_kept_unless_replacing_is_asked() {
     let dir = tempfile::tempdir().unwrap();
     sample_tree(&dir.path().join("src"));
     let (bytes, _) = fold(&dir.path().join("src"), &WalkOptions::default());
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     let target = dir.path().join("out");
     fs::create_dir_all(&target).unwrap();
     fs::write(target.join("script.sh"), b"mine").unwrap();
@@ -181,9 +255,12 @@ fn existing_files_are_kept_unless_replacing_is_asked() {
 fn hostile(entries: &[(&str, EntryKind)], content: &[u8]) -> Vec<u8> {
     let mut writer = ArchiveWriter::new(Vec::new()).unwrap();
     let digest = mmh_verify::sha256(content);
-    let chunk = writer
-        .push_chunk(0, content.len() as u32, content, digest)
-        .unwrap();
+    let frame = writer.push_frame(0, content.len() as u32, content).unwrap();
+    let chunk = ChunkRecord {
+        raw_len: content.len() as u32,
+        digest,
+        source: ChunkSource::Frame { frame, start: 0 },
+    };
     let entries = entries
         .iter()
         .map(|(name, kind)| Entry {
@@ -194,14 +271,19 @@ fn hostile(entries: &[(&str, EntryKind)], content: &[u8]) -> Vec<u8> {
                 EntryKind::File { .. } => EntryKind::File {
                     size: content.len() as u64,
                     digest,
-                    chunks: vec![chunk],
+                    chunks: vec![0],
                 },
                 other => other.clone(),
             },
         })
         .collect();
     writer
-        .finish(entries, mmh_verify::merkle_root(&[digest]))
+        .finish(
+            vec![chunk],
+            entries,
+            Vec::new(),
+            mmh_verify::merkle_root(&[digest]),
+        )
         .unwrap()
         .0
 }
@@ -219,7 +301,7 @@ fn file() -> EntryKind {
 fn unfold_hostile(bytes: &[u8]) -> (mmh_dir::Error, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("outside")).unwrap();
-    let archive = Archive::open(bytes).unwrap();
+    let archive = open(bytes);
     let err = unfold_tree(
         &archive,
         &dir.path().join("target"),
@@ -298,10 +380,10 @@ fn a_symlink_already_in_the_target_is_not_followed() {
         &[("d", EntryKind::Directory), ("d/pwned", file())],
         b"pwned",
     );
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     assert!(unfold_tree(&archive, &target, &[], Overwrite::Replace, &Quiet).is_err());
     let bytes = hostile(&[("d/pwned", file())], b"pwned");
-    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let archive = open(&bytes);
     let err = unfold_tree(&archive, &target, &[], Overwrite::Replace, &Quiet).unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);

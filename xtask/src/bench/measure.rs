@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use mmh_benches::{MixedData, format_size};
 use mmh_codecs::{Accelerator, CodecChoice, CodecId, CpuAccelerator, EncodeParams};
 use mmh_dir::{
-    DEFAULT_CHUNK_SIZE, EntryMeta, FoldOptions, Quiet, fold_stream, open_archive, single_file,
+    DEFAULT_FRAME_SIZE, EntryMeta, FoldOptions, Quiet, fold_stream, open_archive, single_file,
     unfold_entry,
 };
 use rayon::prelude::*;
@@ -282,7 +282,6 @@ fn fold_options(choice: CodecChoice, config: &Config) -> FoldOptions {
             zstd_level: config.level,
             zstd_long: false,
         },
-        chunk_size: DEFAULT_CHUNK_SIZE,
         threads: Some(config.threads),
         ..FoldOptions::default()
     }
@@ -320,7 +319,7 @@ fn fold(
                 input.len()
             );
             chunks = summary
-                .chunks_by_codec
+                .frames_by_codec
                 .iter()
                 .map(|(codec, n)| (codec.to_string(), *n))
                 .collect();
@@ -555,7 +554,7 @@ fn read_batch(
 
 /// One pass over the input timing each stage alone, on the current (sized) rayon pool.
 fn stages(input: &Input, config: &Config, scratch: &Path, to_disk: bool) -> Result<Stages> {
-    let chunk_size = DEFAULT_CHUNK_SIZE as usize;
+    let chunk_size = DEFAULT_FRAME_SIZE as usize;
     // fold_stream's batch: two chunks per thread (256 MiB cap does not bite at 4 MiB).
     let batch_len = 2 * config.threads;
     let mut reader = input.open()?;

@@ -9,8 +9,11 @@ use anyhow::{Context, Result, ensure};
 use mmh_benches::format_size;
 use serde::{Deserialize, Serialize};
 
+use super::cdc::CdcResult;
+use super::chains::ChainsResult;
 use super::measure::InputResult;
 use super::rss::RssResult;
+use super::tree::TreeResult;
 use super::{Config, MULTI_RUN_LIMIT, WARMUP_LIMIT};
 
 /// Where and how the figures were taken.
@@ -103,7 +106,7 @@ impl From<&Config> for ConfigRecord {
             threads: c.threads,
             zstd_level: c.level,
             runs: c.runs,
-            chunk_size: mmh_dir::DEFAULT_CHUNK_SIZE,
+            chunk_size: mmh_dir::DEFAULT_FRAME_SIZE,
             warmup_limit_bytes: WARMUP_LIMIT,
             multi_run_limit_bytes: MULTI_RUN_LIMIT,
         }
@@ -117,6 +120,22 @@ pub struct Results {
     pub config: ConfigRecord,
     pub inputs: Vec<InputResult>,
     pub rss: Vec<RssResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chains: Option<ChainsResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cdc: Vec<CdcResult>,
+}
+
+impl Results {
+    /// Correctness checks that failed (an unfold that did not give back the source): the
+    /// bench reports them and then fails.
+    pub fn failures(&self) -> Vec<String> {
+        let tree = self.tree.as_ref().and_then(TreeResult::failure);
+        let chains = self.chains.iter().flat_map(ChainsResult::failures);
+        tree.into_iter().chain(chains).collect()
+    }
 }
 
 /// `YYYY-MM-DD HH:MM UTC` without a date crate (Howard Hinnant's civil_from_days).
@@ -141,7 +160,7 @@ fn utc_now() -> String {
     )
 }
 
-fn speed(mb_s: f64) -> String {
+pub(super) fn speed(mb_s: f64) -> String {
     if !mb_s.is_finite() {
         "—".into()
     } else if mb_s >= 100.0 {
@@ -149,6 +168,17 @@ fn speed(mb_s: f64) -> String {
     } else {
         format!("{mb_s:.1}")
     }
+}
+
+/// An error message fit for a markdown table cell: one line, no column separators, at
+/// most 200 characters (results.json has it whole).
+pub(super) fn cell_text(error: &str) -> String {
+    let line = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short = match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    };
+    short.replace('|', "\\|")
 }
 
 fn pct(delta: f64) -> String {
@@ -172,9 +202,10 @@ pub fn markdown(r: &Results) -> String {
         "- load average (1/5/15 min) at start: {}; at end: {}",
         h.load_before, h.load_after
     );
-    let _ = writeln!(
-        s,
-        "- every method on {} threads (lz4_flex: 1); zstd level {}; mmh chunks {}; \
+    if !r.inputs.is_empty() {
+        let _ = writeln!(
+            s,
+            "- every method on {} threads (lz4_flex: 1); zstd level {}; mmh chunks {}; \
          MB = 10^6 bytes of input; best of {} timed runs (JSON: every run and the \
          median), methods taken round-robin, after one warm-up round (no warm-up above \
          {}, one run above {}); stages: best of min(runs, 2) passes; generated inputs come from a seeded \
@@ -184,13 +215,16 @@ pub fn markdown(r: &Results) -> String {
          Fold cores busy = process CPU time / wall time. Ideal pipeline = the stages' \
          CPU time spread evenly over the threads (never faster than the slowest stage \
          alone); fold well below it means the pipeline waits.\n",
-        c.threads,
-        c.zstd_level,
-        format_size(u64::from(c.chunk_size)),
-        c.runs,
-        format_size(c.warmup_limit_bytes),
-        format_size(c.multi_run_limit_bytes),
-    );
+            c.threads,
+            c.zstd_level,
+            format_size(u64::from(c.chunk_size)),
+            c.runs,
+            format_size(c.warmup_limit_bytes),
+            format_size(c.multi_run_limit_bytes),
+        );
+    } else {
+        s.push('\n');
+    }
 
     if !r.inputs.is_empty() {
         s.push_str("### Ratio and speed\n\n");
@@ -332,6 +366,15 @@ pub fn markdown(r: &Results) -> String {
             );
         }
         s.push('\n');
+    }
+    if let Some(tree) = &r.tree {
+        s.push_str(&tree.markdown());
+    }
+    if let Some(chains) = &r.chains {
+        s.push_str(&chains.markdown());
+    }
+    if !r.cdc.is_empty() {
+        s.push_str(&super::cdc::markdown(&r.cdc));
     }
     s
 }
