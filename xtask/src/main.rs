@@ -79,7 +79,7 @@ fn fuzz() -> Result<()> {
         let corpus = format!("fuzz/corpus/{target}");
         std::fs::create_dir_all(workspace_root().join(&corpus))?;
         eprintln!(
-            "xtask: $ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} crates/mmh-dir/tests/golden/v1 -- {FUZZ_SECONDS}"
+            "xtask: $ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} crates/mmh-dir/tests/golden/v1 crates/mmh-dir/tests/golden/v2 -- {FUZZ_SECONDS}"
         );
         let status = Command::new("cargo")
             .args([
@@ -88,6 +88,7 @@ fn fuzz() -> Result<()> {
                 target,
                 &corpus,
                 "crates/mmh-dir/tests/golden/v1",
+                "crates/mmh-dir/tests/golden/v2",
                 "--",
                 FUZZ_SECONDS,
             ])

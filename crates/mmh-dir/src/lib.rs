@@ -9,12 +9,13 @@
 //! once complete and verified ([`PendingFile`]).
 //!
 //! A directory folds into one archive ([`fold_tree`]): entries in a deterministic
-//! order, repeated chunks stored once; [`unfold_tree`] recreates it without ever
-//! writing outside the target. Content-defined chunking and dedup across archive
-//! versions are the next steps (see the directory issue).
+//! order, content-defined chunks (model files cut on tensor boundaries first) stored once;
+//! [`unfold_tree`] recreates it without ever writing outside the target. A fold against
+//! an earlier archive ([`FoldBase`]) stores only the chunks it lacks, and codes changed
+//! tensors as deltas against it; reads resolve such archives through a [`Chain`].
 //!
 //! ```
-//! use mmh_dir::{EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
+//! use mmh_dir::{Chain, EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
 //! use mmh_format::Archive;
 //!
 //! let data = b"weights ".repeat(10_000);
@@ -23,7 +24,8 @@
 //! let summary = fold_stream(&data[..], meta, &mut archive, &FoldOptions::default(), &Quiet)?;
 //! assert!(summary.archive_bytes < 1_000);
 //!
-//! let archive = Archive::open(archive)?;
+//! // An archive folded without a base is a chain of one.
+//! let archive = Chain::standalone(Archive::open(archive)?)?;
 //! let mut out = Vec::new();
 //! unfold_entry(&archive, single_file(archive.index())?, &mut out, &Quiet)?;
 //! assert_eq!(out, data);

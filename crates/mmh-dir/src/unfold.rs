@@ -432,7 +432,8 @@ fn fills_frames_in_order(index: &Index, chunks: &[u32]) -> bool {
 }
 
 /// Unfolds an archive read from a pipe into the file `dest`: written under a temporary
-/// name, checked against every digest in the index, given its permissions and mtime,
+/// name, checked against the entry's SHA-256 and the index (chunk boundaries arrive after
+/// the content, so chunks are not checked one by one), given its permissions and mtime,
 /// then renamed into place.
 pub fn unfold_stream_to_path(
     input: impl Read + Send,
