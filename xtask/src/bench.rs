@@ -60,6 +60,7 @@ mod tree;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use mmh_benches::{format_size, parse_size};
@@ -76,6 +77,8 @@ const SEED: u64 = 0x4D4D_482D_5253;
 const HARD_MAX: u64 = 1 << 40;
 /// Files in the `--tree` tree unless `--tree-files` says otherwise.
 const TREE_FILES: u64 = 100_000;
+/// Seconds a child process (mmh, tar, zstd) may run unless `--timeout` says otherwise.
+const TIMEOUT_S: u64 = 300;
 /// Where `build.sh` puts the development corpus by default.
 const CORPUS: &str = "/tmp/mmh-dev-corpus";
 
@@ -99,6 +102,8 @@ usage: cargo xtask bench [options] [FILE...]
   --chains         dedup across versions of a model file: mmh fold --base, --self-contained,
                    zstd --patch-from, XOR + zstd; one file under two names (needs the corpus)
   --cdc            content-defined chunking speed of the CPU backend (GB/s, one thread)
+  --timeout SECS   longest one child process (mmh, tar, zstd) of --rss, --tree or --chains
+                   may run; it is then killed and its cell shows the error (default 300)
   --corpus DIR     the development corpus (default /tmp/mmh-dev-corpus; build it with
                    `bash /work/shared/corpus/build.sh`)
   FILE...          real files to measure as well (e.g. from /tmp/mmh-dev-corpus)";
@@ -136,6 +141,8 @@ pub struct Config {
     pub cdc: bool,
     /// The development corpus.
     pub corpus: PathBuf,
+    /// Longest a child process may run.
+    pub timeout: Duration,
 }
 
 /// Entry point: `args` are the words after `cargo xtask bench`.
@@ -272,6 +279,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
         chains: false,
         cdc: false,
         corpus: PathBuf::from(CORPUS),
+        timeout: Duration::from_secs(TIMEOUT_S),
     };
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -317,6 +325,13 @@ fn parse_args(args: &[String]) -> Result<Config> {
             "--chains" => config.chains = true,
             "--cdc" => config.cdc = true,
             "--corpus" => config.corpus = PathBuf::from(value("--corpus")?),
+            "--timeout" => {
+                let secs: u64 = value("--timeout")?
+                    .parse()
+                    .context("--timeout takes a number of seconds")?;
+                ensure!(secs >= 1, "--timeout must be at least 1 second");
+                config.timeout = Duration::from_secs(secs);
+            }
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
             file => config.files.push(PathBuf::from(file)),
         }
@@ -464,5 +479,8 @@ mod tests {
         assert!(parse_args(&args(&["--tree-files", "many"])).is_err());
         assert!(parse_args(&args(&["--tree-files", "0"])).is_err());
         assert!(parse_args(&args(&["--corpus"])).is_err());
+        assert!(parse_args(&args(&["--timeout", "0"])).is_err());
+        let config = parse_args(&args(&["--timeout", "60"])).unwrap();
+        assert_eq!(config.timeout, Duration::from_secs(60));
     }
 }

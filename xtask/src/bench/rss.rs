@@ -47,7 +47,7 @@ pub fn measure(
             .args(["--level", &config.level.to_string()]);
         let feed: external::Feed =
             Box::new(move |mut stdin| super::measure::copy(MixedData::new(seed, len), &mut stdin));
-        let done = external::pipeline(vec![fold], Some(feed))?;
+        let done = external::pipeline(vec![fold], Some(feed), config.timeout)?;
         ensure!(done.fed == Some(len), "mmh fold did not read all its input");
         let archive_bytes = std::fs::metadata(&archive)?.len();
         let _ = std::fs::remove_file(&archive);
