@@ -358,7 +358,10 @@ mod tests {
         let err = format!("{:#}", run(fail, LIMIT).unwrap_err());
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("oops"), "{err}");
-        let err = format!("{:#}", run(Command::new("/nonexistent/prog"), LIMIT).unwrap_err());
+        let err = format!(
+            "{:#}",
+            run(Command::new("/nonexistent/prog"), LIMIT).unwrap_err()
+        );
         assert!(err.contains("cannot run `prog`"), "{err}");
     }
 }
