@@ -155,9 +155,15 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// would eat most of any saving, and probing would cost more than it could win.
 const AUTO_MIN_LEN: usize = 64;
 
-/// How much of a chunk `auto` compresses to decide, taken from the middle (the start of
-/// a tensor file chunk is more often a header or padding than typical content).
+/// How much of a chunk `auto` compresses to decide, taken in [`AUTO_SAMPLE_PIECES`]
+/// pieces spread over it: a frame packs unlike things (small files, tensor pieces, delta
+/// planes), and one sample from the middle once chose LZ4 for a frame of delta planes that
+/// zstd coded 6% smaller overall. Pieces start away from the edges (a tensor file's start
+/// is more often a header or padding than typical content).
 const AUTO_SAMPLE_LEN: usize = 64 * 1024;
+
+/// Into how many pieces the sample is cut.
+const AUTO_SAMPLE_PIECES: usize = 4;
 
 /// `auto` stores a chunk whose sample neither LZ4 nor zstd level 1 brings below 98% of
 /// its size: a 2% saving is within what the sample misjudges for the whole chunk, and not
@@ -350,10 +356,23 @@ fn auto(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Option<C
     if raw.len() < AUTO_MIN_LEN {
         return Ok(None);
     }
-    let sample_len = raw.len().min(AUTO_SAMPLE_LEN);
-    let start = (raw.len() - sample_len) / 2;
-    let sample = &raw[start..start + sample_len];
-    let whole = sample_len == raw.len();
+    let whole = raw.len() <= AUTO_SAMPLE_LEN;
+    let spread;
+    let sample = if whole {
+        raw
+    } else {
+        let piece = AUTO_SAMPLE_LEN / AUTO_SAMPLE_PIECES;
+        let stride = raw.len() / AUTO_SAMPLE_PIECES;
+        spread = (0..AUTO_SAMPLE_PIECES)
+            .flat_map(|i| {
+                let start = i * stride + (stride - piece) / 2;
+                &raw[start..start + piece]
+            })
+            .copied()
+            .collect::<Vec<u8>>();
+        &spread[..]
+    };
+    let sample_len = sample.len();
     with_zstd_encoder(|enc| {
         // The LZ4 probe goes to `out`, so that on a chunk no larger than the sample it is
         // already the result.

@@ -51,8 +51,10 @@ mod accel;
 mod codec;
 mod error;
 mod pattern;
+mod planes;
 
 pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};
 pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode};
 pub use error::Error;
 pub use pattern::MAX_PATTERN_PERIOD;
+pub use planes::{join_planes, split_planes};

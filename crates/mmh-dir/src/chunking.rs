@@ -13,6 +13,7 @@
 use std::io::Read;
 
 use mmh_codecs::{Accelerator, CdcParams};
+use mmh_format::MAX_DELTA_PLANES;
 use mmh_model::{Layout, Sniff};
 
 use crate::{Error, Result};
@@ -27,6 +28,8 @@ pub(crate) struct TensorPiece {
     pub offset: u64,
     /// Length of the piece.
     pub len: u32,
+    /// Bytes per element of the (first) tensor, 1 to 8: how a delta splits into planes.
+    pub width: u8,
 }
 
 /// A stretch of a file cut one way.
@@ -34,9 +37,16 @@ pub(crate) struct TensorPiece {
 struct Region {
     start: u64,
     end: u64,
-    /// `Some(name)`: tensor data, cut every `piece` bytes from `start`; `None`: cut by
-    /// content.
-    tensor: Option<String>,
+    /// Tensor data, cut every `piece` bytes from `start`; `None`: cut by content.
+    tensor: Option<RegionTensor>,
+}
+
+/// The (first) tensor of a tensor region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RegionTensor {
+    name: String,
+    /// Bytes per element, 1 to 8.
+    width: u8,
 }
 
 /// Receives each chunk and the tensor piece it holds; returns false to stop the cut.
@@ -90,7 +100,7 @@ impl Chunker<'_> {
             let avail = left_in_region.min(buf.len() as u64) as usize;
             let mut consumed = 0;
             match tensor {
-                Some(name) => {
+                Some(RegionTensor { name, width }) => {
                     while consumed < avail {
                         let offset = pos + consumed as u64 - start;
                         let len = (piece_len - offset % piece_len).min((avail - consumed) as u64);
@@ -101,6 +111,7 @@ impl Chunker<'_> {
                             name: name.clone(),
                             offset,
                             len: len as u32,
+                            width: *width,
                         };
                         let bytes = &buf[consumed..consumed + len as usize];
                         if !emit(bytes, Some(piece))? {
@@ -189,7 +200,14 @@ impl Chunker<'_> {
                 _ => regions.push(Region {
                     start,
                     end,
-                    tensor: Some(tensor.name.clone()),
+                    tensor: Some(RegionTensor {
+                        name: tensor.name.clone(),
+                        width: tensor
+                            .dtype
+                            .size_bytes()
+                            .filter(|w| (1..=u64::from(MAX_DELTA_PLANES)).contains(w))
+                            .map_or(1, |w| w as u8),
+                    }),
                 }),
             }
             pos = end;
@@ -218,10 +236,11 @@ impl Chunker<'_> {
                     region += 1;
                 }
                 let r = &regions[region];
-                let piece = r.tensor.as_ref().map(|name| TensorPiece {
-                    name: name.clone(),
+                let piece = r.tensor.as_ref().map(|t| TensorPiece {
+                    name: t.name.clone(),
                     offset: pos - r.start,
                     len,
+                    width: t.width,
                 });
                 pos += u64::from(len);
                 piece
@@ -324,6 +343,7 @@ mod tests {
                 name: name.into(),
                 offset,
                 len,
+                width: 4,
             })
         };
         assert_eq!(

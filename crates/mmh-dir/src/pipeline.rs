@@ -70,8 +70,9 @@ pub(crate) enum Repeats {
 enum Plan {
     /// Coded in this slot's frame.
     Store,
-    /// XORed with this chunk of the base, then coded in this slot's frame.
-    Delta(u32),
+    /// XORed with this chunk of the base, split into this many byte planes, then coded
+    /// in this slot's frame.
+    Delta { chunk: u32, planes: u8 },
     /// The base holds it: this chunk number.
     Base(u32),
     /// An earlier chunk of this fold is the same; the writer will have stored it.
@@ -343,8 +344,8 @@ impl Work<'_> {
         for (i, (piece, digest)) in pieces.iter_mut().zip(digests).enumerate() {
             piece.digest = digest;
             piece.plan = self.plan(number, i, piece);
-            if let Plan::Delta(chunk) = piece.plan {
-                deltas.push((i, chunk));
+            if let Plan::Delta { chunk, planes } = piece.plan {
+                deltas.push((i, chunk, planes));
             }
         }
         let xors = self.deltas(&bytes, &deltas)?;
@@ -352,7 +353,7 @@ impl Work<'_> {
         for (piece, bytes) in pieces.iter_mut().zip(bytes) {
             match piece.plan {
                 Plan::Store => frame.extend_from_slice(bytes),
-                Plan::Delta(_) => match xors.next().expect("one per delta") {
+                Plan::Delta { .. } => match xors.next().expect("one per delta") {
                     Some(xor) => frame.extend_from_slice(&xor),
                     None => {
                         piece.plan = Plan::Store;
@@ -384,21 +385,26 @@ impl Work<'_> {
         *first = (slot, index);
         drop(first_seen);
         match (&self.base, &piece.tensor) {
-            (Some(base), Some(tensor)) => base.piece(tensor).map_or(Plan::Store, Plan::Delta),
+            (Some(base), Some(tensor)) => {
+                base.piece(tensor).map_or(Plan::Store, |chunk| Plan::Delta {
+                    chunk,
+                    planes: tensor.width,
+                })
+            }
             _ => Plan::Store,
         }
     }
 
-    /// For each planned delta, the XOR with its base chunk when that codes smaller than
-    /// the chunk itself, else `None`.
-    fn deltas(&self, bytes: &[&[u8]], deltas: &[(usize, u32)]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// For each planned delta, the XOR with its base chunk split into byte planes, when
+    /// that codes smaller than the chunk itself, else `None`.
+    fn deltas(&self, bytes: &[&[u8]], deltas: &[(usize, u32, u8)]) -> Result<Vec<Option<Vec<u8>>>> {
         let Some(base) = &self.base else {
             return Ok(Vec::new());
         };
         if deltas.is_empty() {
             return Ok(Vec::new());
         }
-        let chunks: Vec<u32> = deltas.iter().map(|&(_, c)| c).collect();
+        let chunks: Vec<u32> = deltas.iter().map(|&(_, c, _)| c).collect();
         let references = base.chain().decode_chunks(&chunks, None, 0)?;
         let mut scratch = Vec::new();
         let mut coded_len = |bytes: &[u8]| -> Result<usize> {
@@ -408,13 +414,15 @@ impl Work<'_> {
         deltas
             .iter()
             .zip(references)
-            .map(|(&(i, _), reference)| {
+            .map(|(&(i, _, planes), reference)| {
                 let plain = bytes[i];
                 if reference.len() != plain.len() {
                     return Ok(None);
                 }
                 let xor: Vec<u8> = plain.iter().zip(&reference).map(|(a, b)| a ^ b).collect();
-                Ok((coded_len(&xor)? < coded_len(plain)?).then_some(xor))
+                let mut split = Vec::with_capacity(xor.len());
+                mmh_codecs::split_planes(&xor, usize::from(planes), &mut split);
+                Ok((coded_len(&split)? < coded_len(plain)?).then_some(split))
             })
             .collect()
     }
@@ -525,17 +533,18 @@ impl<'a, W: Write> Written<'a, W> {
             self.open.as_mut().expect("opened above").1.update(bytes);
             let (digest, len) = (piece.digest, piece.len);
             let number = match piece.plan {
-                Plan::Store | Plan::Delta(_) => {
+                Plan::Store | Plan::Delta { .. } => {
                     let start = frame_at;
                     frame_at += len;
                     let source = match piece.plan {
-                        Plan::Delta(chunk) => {
+                        Plan::Delta { chunk, planes } => {
                             self.summary.delta_bytes += u64::from(len);
                             ChunkSource::Delta {
                                 frame,
                                 start,
                                 base: 0,
                                 chunk,
+                                planes,
                             }
                         }
                         _ => ChunkSource::Frame { frame, start },

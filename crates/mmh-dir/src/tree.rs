@@ -112,6 +112,9 @@ pub fn unfold_tree<R: ReadAt>(
     observer: &dyn Observer,
 ) -> Result<TreeSummary> {
     std::fs::create_dir_all(dest).map_err(Error::io("cannot create", Some(dest)))?;
+    // Absolute, so that temporary files beside each output need no lookup of the working
+    // directory (one system call per file in a tree of small files).
+    let dest = &std::path::absolute(dest).map_err(Error::io("cannot resolve", Some(dest)))?;
     let entries = &archive.index().entries;
     let mut summary = TreeSummary::default();
     let mut made_files: HashSet<&str> = HashSet::new();
@@ -131,16 +134,25 @@ pub fn unfold_tree<R: ReadAt>(
         files.clear();
         Ok(bytes)
     };
+    let mut checked_parent: Option<PathBuf> = None;
     for entry in entries.iter().filter(|e| selected(&e.name, paths)) {
         let relative = relative_entry_path(&entry.name)?;
         let small_file = matches!(entry.kind, EntryKind::File { size, .. } if size <= SMALL_FILE);
         if !small_file {
             summary.bytes += write_files(&mut files)?;
         }
-        check_no_symlink_ancestors(dest, &relative, &entry.name)?;
         let path = dest.join(&relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(Error::io("cannot create", Some(parent)))?;
+        // Files in a row in one directory need its ancestors checked and made once: only
+        // entries that are not small files (written first) can create links.
+        if !small_file || checked_parent.as_deref() != relative.parent() {
+            check_no_symlink_ancestors(dest, &relative, &entry.name)?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(Error::io("cannot create", Some(parent)))?;
+            }
+            checked_parent = small_file
+                .then(|| relative.parent().map(Path::to_path_buf))
+                .flatten();
         }
         match &entry.kind {
             EntryKind::Directory => {

@@ -6,7 +6,7 @@ use std::path::Path;
 use mmh_format::{
     Archive, ChunkSource, Digest, Entry, EntryKind, Index, ReadAt, StreamFrame, StreamReader,
 };
-use mmh_verify::{Chain, ChunkRun, decode_frame_bytes, decode_run};
+use mmh_verify::{Chain, ChunkRun, FileRun, decode_files, decode_frame_bytes, decode_run};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
@@ -167,10 +167,11 @@ pub fn unfold_to_path<R: ReadAt>(
     Ok(size)
 }
 
-/// Unfolds consecutive file entries to their paths in one pass over their chunks, so
-/// that a frame shared by many small files is decoded once, not once per file. Each
-/// file is written under a temporary name, checked against its SHA-256, given its
-/// metadata and renamed into place before the next one starts. Returns the bytes written.
+/// Unfolds consecutive file entries to their paths in one pass over their chunks
+/// ([`decode_files`]), so that a frame shared by many small files is decoded once, not
+/// once per file. Each file is written under a temporary name, checked against its
+/// SHA-256, given its metadata and renamed into place before the next one starts.
+/// Returns the bytes written.
 pub(crate) fn unfold_files<R: ReadAt>(
     archive: &Chain<R>,
     files: &[(std::path::PathBuf, &Entry)],
@@ -181,9 +182,12 @@ pub(crate) fn unfold_files<R: ReadAt>(
         .iter()
         .map(|(_, entry)| file_parts(entry))
         .collect::<Result<Vec<_>>>()?;
-    let chunks: Vec<u32> = parts
+    let runs: Vec<FileRun<'_>> = parts
         .iter()
-        .flat_map(|p| p.chunks.iter().copied())
+        .map(|p| FileRun {
+            name: p.name,
+            chunks: p.chunks,
+        })
         .collect();
     let mut writer = FileSequence {
         files,
@@ -193,31 +197,21 @@ pub(crate) fn unfold_files<R: ReadAt>(
         overwrite,
         failure: None,
     };
-    writer.start_files()?;
-    let run = ChunkRun {
-        entry: None,
-        start: 0,
-        chunks: &chunks,
-    };
-    let decoded = decode_run(archive, run, |mut bytes| {
+    let decoded = decode_files(archive, &runs, |file, bytes| {
         if observer.cancelled() {
             return Err(std::io::ErrorKind::Interrupted.into());
         }
         observer.progress(bytes.len() as u64);
-        while !bytes.is_empty() {
-            let taken = writer.write(bytes).map_err(|e| {
-                writer.failure = Some(e);
-                std::io::Error::other("stopped")
-            })?;
-            bytes = &bytes[taken..];
-        }
-        Ok(())
+        writer.write(file, bytes).map_err(|e| {
+            writer.failure = Some(e);
+            std::io::Error::other("stopped")
+        })
     });
     if let Some(failure) = writer.failure.take() {
         return Err(failure);
     }
     decoded.map_err(cancelled)?;
-    writer.start_files()?;
+    writer.open_until(files.len())?;
     Ok(parts.iter().map(|p| p.size).sum())
 }
 
@@ -227,58 +221,55 @@ struct FileSequence<'a, 'e> {
     parts: &'a [FileParts<'e>],
     /// The next file to open.
     next: usize,
-    /// The file being written, its bytes still to come, and its digest so far.
-    open: Option<(PendingFile, u64, Sha256)>,
+    /// The file being written and its digest so far.
+    open: Option<(PendingFile, Sha256)>,
     overwrite: Overwrite,
     /// What stopped the writing, to report instead of the decoder's "stopped".
     failure: Option<Error>,
 }
 
 impl FileSequence<'_, '_> {
-    /// Writes the start of `bytes` to the open file; returns how much it took.
-    fn write(&mut self, bytes: &[u8]) -> Result<usize> {
-        self.start_files()?;
-        let Some((pending, left, hasher)) = &mut self.open else {
-            return Err(mmh_format::Error::InvalidIndex {
-                reason: "the chunks hold more bytes than the files".into(),
-            }
-            .into());
-        };
-        let take = (*left).min(bytes.len() as u64) as usize;
-        hasher.update(&bytes[..take]);
-        pending.file().write_all(&bytes[..take]).map_err(Error::io(
-            "cannot write",
-            Some(&self.files[self.next - 1].0),
-        ))?;
-        *left -= take as u64;
-        Ok(take)
+    /// Appends one chunk's bytes to file `file`, first completing the files before it.
+    fn write(&mut self, file: usize, bytes: &[u8]) -> Result<()> {
+        if self.next != file + 1 {
+            self.open_until(file)?;
+            self.open_next()?;
+        }
+        let (pending, hasher) = self.open.as_mut().expect("opened above");
+        hasher.update(bytes);
+        pending
+            .file()
+            .write_all(bytes)
+            .map_err(Error::io("cannot write", Some(&self.files[file].0)))
     }
 
-    /// Seals the open file once complete, then opens files until one awaits bytes (empty
-    /// files are complete as soon as they are made).
-    fn start_files(&mut self) -> Result<()> {
-        loop {
-            match self.open.take() {
-                Some((pending, 0, hasher)) => {
-                    let number = self.next - 1;
-                    check_entry_digest(&self.parts[number], hasher)?;
-                    let mut pending = pending;
-                    apply_metadata(pending.file(), self.files[number].1)?;
-                    pending.commit_without_sync()?;
-                }
-                Some(open) => {
-                    self.open = Some(open);
-                    return Ok(());
-                }
-                None => {}
-            }
-            let Some((path, _)) = self.files.get(self.next) else {
-                return Ok(());
-            };
-            let pending = PendingFile::create(path, self.overwrite)?;
-            self.open = Some((pending, self.parts[self.next].size, Sha256::new()));
-            self.next += 1;
+    /// Seals the open file, and makes every file before `file` that has no bytes to come
+    /// (empty files).
+    fn open_until(&mut self, file: usize) -> Result<()> {
+        self.seal()?;
+        while self.next < file {
+            self.open_next()?;
+            self.seal()?;
         }
+        Ok(())
+    }
+
+    fn open_next(&mut self) -> Result<()> {
+        let pending = PendingFile::create(&self.files[self.next].0, self.overwrite)?;
+        self.open = Some((pending, Sha256::new()));
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks the open file's digest, gives it its metadata and renames it into place.
+    fn seal(&mut self) -> Result<()> {
+        if let Some((mut pending, hasher)) = self.open.take() {
+            let number = self.next - 1;
+            check_entry_digest(&self.parts[number], hasher)?;
+            apply_metadata(pending.file(), self.files[number].1)?;
+            pending.commit_without_sync()?;
+        }
+        Ok(())
     }
 }
 

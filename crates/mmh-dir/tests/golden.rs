@@ -14,7 +14,7 @@ use mmh_dir::{
     single_file, unfold_entry, unfold_tree,
 };
 use mmh_format::consts::{FRAME_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
-use mmh_format::{Archive, ChunkSource, Trailer};
+use mmh_format::{Archive, ChunkSource, FrameHeader, Trailer};
 
 const REGENERATE: &str = "MMH_WRITE_GOLDEN=1 cargo test -p mmh-dir --test golden";
 
@@ -233,14 +233,32 @@ fn golden_v2_uses_every_kind_of_chunk_source() {
     );
     assert_eq!(index.bases.len(), 1);
     assert_eq!(index.bases[0].name, "tree.mmh");
-    // FORMAT.md §4: the index is postcard and re-encodes to the same bytes.
+    // FORMAT.md §4: the index is postcard, here compressed with zstd (codec 1), and
+    // re-encodes to the same bytes.
     let trailer_at = bytes.len() - TRAILER_LEN;
     let trailer =
         Trailer::parse(bytes[trailer_at..].try_into().unwrap(), trailer_at as u64).unwrap();
     let index_at = trailer.index_offset as usize;
+    let header = FrameHeader::parse(
+        bytes[index_at..index_at + FRAME_HEADER_LEN]
+            .try_into()
+            .unwrap(),
+        index_at as u64,
+    )
+    .unwrap();
+    assert_eq!(header.codec, 1);
+    let stored = &bytes[index_at + FRAME_HEADER_LEN..trailer_at];
+    let mut raw = Vec::new();
+    mmh_codecs::decode(
+        mmh_codecs::CodecId::Zstd,
+        stored,
+        header.raw_len as usize,
+        &mut raw,
+    )
+    .unwrap();
     assert_eq!(
         index.to_bytes(),
-        bytes[index_at + FRAME_HEADER_LEN..trailer_at],
+        raw,
         "the index serialization changed: that is a new format version, not an edit of v2"
     );
 }

@@ -62,8 +62,9 @@ pub enum ChunkSource {
         /// Chunk number in the base archive.
         chunk: u32,
     },
-    /// Bytes `start..start + raw_len` of a decoded frame, XORed with a chunk of the same
-    /// length in a base archive (a tensor that changed slightly since the base).
+    /// Bytes `start..start + raw_len` of a decoded frame, regrouped from `planes` byte
+    /// planes, XORed with a chunk of the same length in a base archive (a tensor that
+    /// changed slightly since the base).
     Delta {
         /// Index into [`Index::frames`].
         frame: u32,
@@ -73,8 +74,14 @@ pub enum ChunkSource {
         base: u16,
         /// Chunk number in the base archive.
         chunk: u32,
+        /// How many byte planes the XOR is stored as (the tensor's element size; 1 for
+        /// plain bytes), from 1 to [`MAX_DELTA_PLANES`].
+        planes: u8,
     },
 }
+
+/// The most byte planes a delta chunk may be stored as (the width of an f64).
+pub const MAX_DELTA_PLANES: u8 = 8;
 
 /// An archive whose chunks this one references: the chain a reader must resolve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +143,7 @@ pub enum EntryKind {
 }
 
 /// The archive's table of contents.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Index {
     /// Every frame, in archive order.
     pub frames: Vec<FrameRecord>,
@@ -151,9 +158,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// Serializes the index.
+    /// Serializes the index in the current version's layout (before any compression).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("serializing to a Vec cannot fail")
+        postcard::to_stdvec(&v2::Index::from(self)).expect("serializing to a Vec cannot fail")
     }
 
     /// Decodes the index of an archive of format `version` and checks it against an
@@ -161,7 +168,7 @@ impl Index {
     pub fn from_bytes(bytes: &[u8], version: u16, index_offset: u64) -> Result<Index> {
         let index = match version {
             1 => decode::<v1::Index>(bytes)?.into(),
-            2 => decode::<Index>(bytes)?,
+            2 => decode::<v2::Index>(bytes)?.into_index()?,
             _ => {
                 return Err(Error::UnsupportedVersion {
                     found: version,
@@ -252,8 +259,19 @@ impl Index {
             ChunkSource::Frame { frame, start } => (Some((frame, start)), None),
             ChunkSource::Base { base, .. } => (None, Some(base)),
             ChunkSource::Delta {
-                frame, start, base, ..
-            } => (Some((frame, start)), Some(base)),
+                frame,
+                start,
+                base,
+                planes,
+                ..
+            } => {
+                if !(1..=MAX_DELTA_PLANES).contains(&planes) {
+                    return Err(format!(
+                        "is a delta in {planes} byte planes (1 to {MAX_DELTA_PLANES})"
+                    ));
+                }
+                (Some((frame, start)), Some(base))
+            }
         };
         if let Some((number, start)) = frame {
             let Some(frame) = self.frames.get(number as usize) else {
@@ -293,6 +311,150 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
         });
     }
     Ok(index)
+}
+
+/// The index as v2 stores it: the in-memory types, except that a file of exactly one
+/// chunk leaves out its SHA-256, which is that chunk's (FORMAT.md §4.2). In a tree of
+/// small files the digests are most of the index, and this halves them.
+mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{BaseRef, ChunkRecord, Digest, FrameRecord, Timestamp};
+    use crate::{Error, Result};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Index {
+        frames: Vec<FrameRecord>,
+        chunks: Vec<ChunkRecord>,
+        entries: Vec<Entry>,
+        bases: Vec<BaseRef>,
+        merkle_root: Digest,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        name: String,
+        mode: u32,
+        mtime: Timestamp,
+        kind: EntryKind,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum EntryKind {
+        File {
+            size: u64,
+            /// `None` when the file is exactly one chunk: its digest is the chunk's.
+            digest: Option<Digest>,
+            chunks: Vec<u32>,
+        },
+        Directory,
+        Symlink {
+            target: String,
+        },
+        HardLink {
+            target: String,
+        },
+    }
+
+    impl From<&super::Index> for Index {
+        fn from(index: &super::Index) -> Self {
+            let entries = index
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    name: e.name.clone(),
+                    mode: e.mode,
+                    mtime: e.mtime,
+                    kind: match &e.kind {
+                        super::EntryKind::File {
+                            size,
+                            digest,
+                            chunks,
+                        } => {
+                            let implied = match chunks[..] {
+                                [only] => index.chunks.get(only as usize).map(|c| c.digest),
+                                _ => None,
+                            };
+                            EntryKind::File {
+                                size: *size,
+                                digest: (implied != Some(*digest)).then_some(*digest),
+                                chunks: chunks.clone(),
+                            }
+                        }
+                        super::EntryKind::Directory => EntryKind::Directory,
+                        super::EntryKind::Symlink { target } => EntryKind::Symlink {
+                            target: target.clone(),
+                        },
+                        super::EntryKind::HardLink { target } => EntryKind::HardLink {
+                            target: target.clone(),
+                        },
+                    },
+                })
+                .collect();
+            Index {
+                frames: index.frames.clone(),
+                chunks: index.chunks.clone(),
+                entries,
+                bases: index.bases.clone(),
+                merkle_root: index.merkle_root,
+            }
+        }
+    }
+
+    impl Index {
+        pub(super) fn into_index(self) -> Result<super::Index> {
+            let chunks = self.chunks;
+            let entries = self
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let kind = match e.kind {
+                        EntryKind::File {
+                            size,
+                            digest,
+                            chunks: list,
+                        } => {
+                            let digest = match (digest, &list[..]) {
+                                (Some(digest), _) => digest,
+                                (None, [only]) if (*only as usize) < chunks.len() => {
+                                    chunks[*only as usize].digest
+                                }
+                                (None, _) => {
+                                    return Err(Error::InvalidIndex {
+                                        reason: format!(
+                                            "entry {:?} has no digest but is not one chunk",
+                                            e.name
+                                        ),
+                                    });
+                                }
+                            };
+                            super::EntryKind::File {
+                                size,
+                                digest,
+                                chunks: list,
+                            }
+                        }
+                        EntryKind::Directory => super::EntryKind::Directory,
+                        EntryKind::Symlink { target } => super::EntryKind::Symlink { target },
+                        EntryKind::HardLink { target } => super::EntryKind::HardLink { target },
+                    };
+                    Ok(super::Entry {
+                        name: e.name,
+                        mode: e.mode,
+                        mtime: e.mtime,
+                        kind,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(super::Index {
+                frames: self.frames,
+                chunks,
+                entries,
+                bases: self.bases,
+                merkle_root: self.merkle_root,
+            })
+        }
+    }
 }
 
 /// The index of format v1, where every frame held exactly one chunk. Read only: it is

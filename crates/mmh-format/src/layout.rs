@@ -195,13 +195,15 @@ impl FrameHeader {
                 ),
             });
         }
+        // Which codecs an index may use depends on the version: the reader checks that.
         if self.kind == FrameKind::Index
-            && (self.codec != CODEC_STORE || self.stored_len != self.raw_len)
+            && self.codec == CODEC_STORE
+            && self.stored_len != self.raw_len
         {
             return Err(Error::Malformed {
                 what,
                 offset,
-                reason: "the index frame must be stored uncoded".into(),
+                reason: "a stored index frame must have equal stored and raw lengths".into(),
             });
         }
         Ok(())

@@ -54,7 +54,8 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use index::{
-    BaseRef, ChunkRecord, ChunkSource, Digest, Entry, EntryKind, FrameRecord, Index, Timestamp,
+    BaseRef, ChunkRecord, ChunkSource, Digest, Entry, EntryKind, FrameRecord, Index,
+    MAX_DELTA_PLANES, Timestamp,
 };
 pub use layout::{FrameHeader, FrameKind, Header, Trailer, checksum};
 pub use reader::{Archive, ReadAt, StreamFrame, StreamReader};

@@ -2,7 +2,7 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::consts::{FRAME_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
+use crate::consts::{CODEC_STORE, CODEC_ZSTD, FRAME_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
 use crate::index::{Digest, FrameRecord, Index};
 use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
 use crate::{Error, Result};
@@ -195,7 +195,7 @@ fn parse_index_frame(frame: &[u8], trailer: &Trailer, version: u16) -> Result<In
     let (head, bytes) = frame.split_at(FRAME_HEADER_LEN);
     let offset = trailer.index_offset;
     let header = FrameHeader::parse(head.try_into().expect("frame header"), offset)?;
-    if header.kind != FrameKind::Index || u64::from(header.raw_len) != trailer.index_len {
+    if header.kind != FrameKind::Index || u64::from(header.stored_len) != trailer.index_len {
         return Err(Error::Malformed {
             what: "index frame",
             offset,
@@ -206,7 +206,48 @@ fn parse_index_frame(frame: &[u8], trailer: &Trailer, version: u16) -> Result<In
     if <[u8; 32]>::from(Sha256::digest(bytes)) != trailer.index_digest {
         return Err(Error::IndexDigest { offset });
     }
-    Index::from_bytes(bytes, version, offset)
+    decode_index(&header, bytes, version, offset)
+}
+
+/// Decompresses (if need be) and decodes the index from its frame's stored bytes, whose
+/// checksum and SHA-256 have been checked.
+fn decode_index(header: &FrameHeader, stored: &[u8], version: u16, offset: u64) -> Result<Index> {
+    let bytes = match (header.codec, version) {
+        (CODEC_STORE, _) => std::borrow::Cow::Borrowed(stored),
+        (CODEC_ZSTD, 2..) => {
+            // Grows with what really decompresses, never with the declared size alone.
+            let mut out = Vec::new();
+            // One zstd frame, as FORMAT.md §7 requires of every zstd frame.
+            zstd::stream::read::Decoder::new(stored)
+                .map(|d| d.single_frame())
+                .and_then(|d| d.take(u64::from(header.raw_len) + 1).read_to_end(&mut out))
+                .map_err(|e| Error::Malformed {
+                    what: "index frame",
+                    offset,
+                    reason: format!("its zstd data does not decode: {e}"),
+                })?;
+            if out.len() != header.raw_len as usize {
+                return Err(Error::Malformed {
+                    what: "index frame",
+                    offset,
+                    reason: format!(
+                        "decompresses to {} bytes, its header declares {}",
+                        out.len(),
+                        header.raw_len
+                    ),
+                });
+            }
+            std::borrow::Cow::Owned(out)
+        }
+        (codec, _) => {
+            return Err(Error::Malformed {
+                what: "index frame",
+                offset,
+                reason: format!("codec {codec} is not one an index may use in version {version}"),
+            });
+        }
+    };
+    Index::from_bytes(&bytes, version, offset)
 }
 
 /// One frame as met by a [`StreamReader`].
@@ -275,13 +316,18 @@ impl<R: Read> StreamReader<R> {
                 Ok(Some(chunk))
             }
             FrameKind::Index => {
-                self.finish_with_index(offset, buf)?;
+                self.finish_with_index(offset, &frame, buf)?;
                 Ok(None)
             }
         }
     }
 
-    fn finish_with_index(&mut self, index_offset: u64, bytes: &[u8]) -> Result<()> {
+    fn finish_with_index(
+        &mut self,
+        index_offset: u64,
+        header: &FrameHeader,
+        bytes: &[u8],
+    ) -> Result<()> {
         let trailer_offset = self.position;
         let mut trailer_bytes = [0u8; TRAILER_LEN];
         self.input
@@ -303,7 +349,14 @@ impl<R: Read> StreamReader<R> {
                 offset: index_offset,
             });
         }
-        let index = Index::from_bytes(bytes, self.version, index_offset)?;
+        if u64::from(header.stored_len) != trailer.index_len {
+            return Err(Error::Malformed {
+                what: "trailer",
+                offset: trailer_offset,
+                reason: "its index length is not the index frame's".into(),
+            });
+        }
+        let index = decode_index(header, bytes, self.version, index_offset)?;
         if index.frames.len() != self.seen.len() {
             return Err(Error::InvalidIndex {
                 reason: format!(

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::consts::{CODEC_STORE, HEADER_LEN, TRAILER_LEN};
+use crate::consts::{CODEC_STORE, CODEC_ZSTD, HEADER_LEN, INDEX_ZSTD_LEVEL, TRAILER_LEN};
 use crate::index::{BaseRef, ChunkRecord, Digest, Entry, FrameRecord, Index};
 use crate::layout::{FrameHeader, FrameKind, Header, Trailer};
 use crate::{Error, Result};
@@ -72,12 +72,20 @@ impl<W: Write> ArchiveWriter<W> {
             declared: bytes.len() as u64,
             limit: u32::MAX.into(),
         })?;
-        let header = FrameHeader::new(FrameKind::Index, CODEC_STORE, raw_len, &bytes)?;
-        self.write_frame(header, &bytes)?;
+        // Compressed when that makes it smaller, like any frame.
+        let compressed = zstd::bulk::compress(&bytes, INDEX_ZSTD_LEVEL)
+            .map_err(Error::io("compressing the index"))?;
+        let (codec, stored) = if compressed.len() < bytes.len() {
+            (CODEC_ZSTD, compressed.as_slice())
+        } else {
+            (CODEC_STORE, bytes.as_slice())
+        };
+        let header = FrameHeader::new(FrameKind::Index, codec, raw_len, stored)?;
+        self.write_frame(header, stored)?;
         let trailer = Trailer {
             index_offset,
-            index_len: bytes.len() as u64,
-            index_digest: Sha256::digest(&bytes).into(),
+            index_len: stored.len() as u64,
+            index_digest: Sha256::digest(stored).into(),
         };
         self.out
             .write_all(&trailer.to_bytes())

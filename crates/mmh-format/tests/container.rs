@@ -5,11 +5,13 @@
 //! them directly.
 
 use mmh_format::consts::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAX_FRAME_RAW_LEN, TRAILER_LEN,
+    CODEC_STORE, CODEC_ZSTD, FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, INDEX_ZSTD_LEVEL,
+    MAX_FRAME_RAW_LEN, TRAILER_LEN,
 };
 use mmh_format::{
     Archive, ArchiveWriter, BaseRef, ChunkRecord, ChunkSource, Digest, Entry, EntryKind, Error,
-    FrameHeader, FrameKind, FrameRecord, Header, Index, StreamReader, Timestamp, Trailer,
+    FrameHeader, FrameKind, FrameRecord, Header, Index, MAX_DELTA_PLANES, StreamReader, Timestamp,
+    Trailer, checksum,
 };
 use proptest::prelude::*;
 use serde::Serialize;
@@ -102,6 +104,7 @@ fn build_rich() -> Vec<u8> {
                 start: 0,
                 base: 1,
                 chunk: 300,
+                planes: 1,
             },
         },
     ];
@@ -193,15 +196,28 @@ fn index_offset(bytes: &[u8]) -> usize {
 /// Appends an index frame holding `index` and a correct trailer to `prefix` (a header
 /// and data frames), so that any bytes reach `Index::from_bytes`.
 fn reframe(prefix: &[u8], index: &[u8]) -> Vec<u8> {
+    reframe_coded(prefix, CODEC_STORE, index.len() as u32, index)
+}
+
+/// Appends an index frame of codec `codec` declaring `raw_len`, holding the stored bytes
+/// `stored`, and a trailer that is correct for them (their length and SHA-256), to
+/// `prefix`. The frame header is built field by field, so that it may break the rules.
+fn reframe_coded(prefix: &[u8], codec: u8, raw_len: u32, stored: &[u8]) -> Vec<u8> {
     let mut bytes = prefix.to_vec();
     let index_offset = bytes.len() as u64;
-    let header = FrameHeader::new(FrameKind::Index, 0, index.len() as u32, index).unwrap();
+    let header = FrameHeader {
+        kind: FrameKind::Index,
+        codec,
+        raw_len,
+        stored_len: stored.len() as u32,
+        checksum: checksum(stored),
+    };
     bytes.extend(header.to_bytes());
-    bytes.extend(index);
+    bytes.extend(stored);
     let trailer = Trailer {
         index_offset,
-        index_len: index.len() as u64,
-        index_digest: sha256(index),
+        index_len: stored.len() as u64,
+        index_digest: sha256(stored),
     };
     bytes.extend(trailer.to_bytes());
     bytes
@@ -454,9 +470,45 @@ fn a_new_archive_is_version_2_and_its_index_digest_is_in_the_trailer() {
     let archive = Archive::open(bytes.as_slice()).unwrap();
     assert_eq!(archive.header(), Header { version: 2 });
     let at = index_offset(&bytes);
-    let index_bytes = &bytes[at + FRAME_HEADER_LEN..bytes.len() - TRAILER_LEN];
-    assert_eq!(archive.index_digest(), sha256(index_bytes));
+    let stored = &bytes[at + FRAME_HEADER_LEN..bytes.len() - TRAILER_LEN];
+    // The trailer's digest covers the index frame's stored bytes, compressed or not.
+    assert_eq!(archive.index_digest(), sha256(stored));
+    let header = FrameHeader::parse(
+        bytes[at..at + FRAME_HEADER_LEN].try_into().unwrap(),
+        at as u64,
+    )
+    .unwrap();
+    let index_bytes = match header.codec {
+        0 => stored.to_vec(),
+        1 => zstd::bulk::decompress(stored, header.raw_len as usize).unwrap(),
+        codec => panic!("index codec {codec}"),
+    };
     assert_eq!(archive.index().to_bytes(), index_bytes);
+}
+
+#[test]
+fn a_large_index_is_compressed_and_a_lying_raw_length_is_refused() {
+    let bytes = build_rich();
+    let at = index_offset(&bytes);
+    let header = FrameHeader::parse(
+        bytes[at..at + FRAME_HEADER_LEN].try_into().unwrap(),
+        at as u64,
+    )
+    .unwrap();
+    assert_eq!(header.codec, 1, "the rich archive's index compresses");
+    assert!(header.stored_len < header.raw_len);
+    // Declare one byte more than the index decompresses to, with a valid checksum: the
+    // readers must refuse it rather than trust the declared length.
+    let mut lying = bytes.clone();
+    let mut forged = header;
+    forged.raw_len += 1;
+    lying[at..at + FRAME_HEADER_LEN].copy_from_slice(&forged.to_bytes());
+    for err in [
+        read_seeking(&lying).unwrap_err(),
+        read_streaming(&lying).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("decompresses to"), "{err}");
+    }
 }
 
 #[test]
@@ -525,11 +577,7 @@ fn absurd_declared_sizes_are_refused_before_allocating() {
         checksum: 0,
     };
     let mut bytes = build(&[]);
-    let index_at = bytes.len() - TRAILER_LEN - FRAME_HEADER_LEN - {
-        let archive = Archive::open(bytes.as_slice()).unwrap();
-        archive.index().to_bytes().len()
-    };
-    assert_eq!(index_at, HEADER_LEN);
+    assert_eq!(index_offset(&bytes), HEADER_LEN);
     // A stream that declares a 64 MiB + 1 frame where the index should be.
     bytes.splice(HEADER_LEN..HEADER_LEN, over.to_bytes());
     let err = read_streaming(&bytes).unwrap_err();
@@ -616,7 +664,8 @@ fn base_and_delta_chunks_roundtrip_through_both_readers() {
             frame: 1,
             start: 0,
             base: 1,
-            chunk: 300
+            chunk: 300,
+            planes: 1,
         }
     );
     assert_eq!(seek_index.bases.len(), 2);
@@ -656,10 +705,37 @@ fn the_v2_index_encodes_as_documented() {
                     start: 0,
                     base: 0,
                     chunk: 128,
+                    planes: 2,
                 },
             },
         ],
-        entries: vec![],
+        entries: vec![
+            // One chunk whose digest is the file's: the digest is left out.
+            Entry {
+                name: "a".into(),
+                mode: 0o644,
+                mtime: Timestamp { secs: 1, nanos: 0 },
+                kind: EntryKind::File {
+                    size: 5,
+                    digest: [0x11; 32],
+                    chunks: vec![0],
+                },
+            },
+            // Two chunks: the digest is written.
+            Entry {
+                name: "b".into(),
+                mode: 0o755,
+                mtime: Timestamp {
+                    secs: -2,
+                    nanos: 500,
+                },
+                kind: EntryKind::File {
+                    size: 1029,
+                    digest: [0x77; 32],
+                    chunks: vec![0, 1],
+                },
+            },
+        ],
         bases: vec![
             BaseRef {
                 index_digest: [0x44; 32],
@@ -685,12 +761,22 @@ fn the_v2_index_encodes_as_documented() {
     expected.extend([0x80, 0x08]);
     expected.extend([0x22; 32]);
     expected.extend([0x01, 0x01, 0x02]);
-    // raw_len 0, digest, Delta (2) { frame 0, start 0, base 0, chunk 128 }.
+    // raw_len 0, digest, Delta (2) { frame 0, start 0, base 0, chunk 128, planes 2 }.
     expected.push(0x00);
     expected.extend([0x33; 32]);
-    expected.extend([0x02, 0x00, 0x00, 0x00, 0x80, 0x01]);
-    // entries: none.
-    expected.push(0x00);
+    expected.extend([0x02, 0x00, 0x00, 0x00, 0x80, 0x01, 0x02]);
+    // entries: 2 records.
+    expected.push(0x02);
+    // name "a", mode 0o644 (420), mtime { secs 1 (zigzag 2), nanos 0 }.
+    expected.extend([0x01, b'a', 0xa4, 0x03, 0x02, 0x00]);
+    // File (0) { size 5, digest None (0), chunks: 1 number, 0 }.
+    expected.extend([0x00, 0x05, 0x00, 0x01, 0x00]);
+    // name "b", mode 0o755 (493), mtime { secs -2 (zigzag 3), nanos 500 }.
+    expected.extend([0x01, b'b', 0xed, 0x03, 0x03, 0xf4, 0x03]);
+    // File (0) { size 1029, digest Some (1) and 32 bytes, chunks: 2 numbers, 0, 1 }.
+    expected.extend([0x00, 0x85, 0x08, 0x01]);
+    expected.extend([0x77; 32]);
+    expected.extend([0x02, 0x00, 0x01]);
     // bases: 2 records; index_digest, name "b.mmh"; index_digest, name "".
     expected.push(0x02);
     expected.extend([0x44; 32]);
@@ -700,8 +786,290 @@ fn the_v2_index_encodes_as_documented() {
     expected.push(0x00);
     // merkle_root.
     expected.extend([0x66; 32]);
+    assert_eq!(expected.len(), 283);
     assert_eq!(index.to_bytes(), expected);
     assert_eq!(Index::from_bytes(&expected, 2, 42).unwrap(), index);
+}
+
+/// The index frame of an archive: its header, its stored bytes and the trailer.
+fn index_frame(bytes: &[u8]) -> (FrameHeader, &[u8], Trailer) {
+    let at = index_offset(bytes);
+    let trailer_at = bytes.len() - TRAILER_LEN;
+    let header = FrameHeader::parse(
+        bytes[at..at + FRAME_HEADER_LEN].try_into().unwrap(),
+        at as u64,
+    )
+    .unwrap();
+    let trailer =
+        Trailer::parse(bytes[trailer_at..].try_into().unwrap(), trailer_at as u64).unwrap();
+    (header, &bytes[at + FRAME_HEADER_LEN..trailer_at], trailer)
+}
+
+/// FORMAT.md §4.1, §5, §8: a compressed index frame's trailer gives the length and the
+/// SHA-256 of its stored (compressed) bytes, not of the serialized index.
+#[test]
+fn a_compressed_index_is_identified_by_its_stored_bytes() {
+    let bytes = build_rich();
+    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let (header, stored, trailer) = index_frame(&bytes);
+    let raw = archive.index().to_bytes();
+    assert_eq!(header.codec, CODEC_ZSTD);
+    assert_eq!(header.raw_len as usize, raw.len());
+    assert_eq!(header.stored_len as usize, stored.len());
+    assert!(stored.len() < raw.len());
+    assert_eq!(zstd::bulk::decompress(stored, raw.len()).unwrap(), raw);
+    assert_eq!(
+        stored,
+        zstd::bulk::compress(&raw, INDEX_ZSTD_LEVEL).unwrap()
+    );
+    assert_eq!(trailer.index_len, stored.len() as u64);
+    assert_eq!(trailer.index_digest, sha256(stored));
+    assert_eq!(archive.index_digest(), sha256(stored));
+    assert_ne!(archive.index_digest(), sha256(&raw));
+
+    // A trailer holding the SHA-256 of the serialized (decompressed) index is refused,
+    // before anything is decompressed.
+    let mut wrong = bytes.clone();
+    let trailer_at = wrong.len() - TRAILER_LEN;
+    let forged = Trailer {
+        index_digest: sha256(&raw),
+        ..trailer
+    };
+    wrong[trailer_at..].copy_from_slice(&forged.to_bytes());
+    for err in [
+        read_seeking(&wrong).unwrap_err(),
+        read_streaming(&wrong).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::IndexDigest { .. }), "{err}");
+    }
+
+    // An index that zstd would not shrink is stored: then the stored bytes are the
+    // serialized index, as in v1. (No chunks, no entries, a Merkle root that does not
+    // compress: 36 bytes.)
+    let writer = ArchiveWriter::new(Vec::new()).unwrap();
+    let (bytes, _) = writer
+        .finish(vec![], vec![], vec![], sha256(b"no chunks"))
+        .unwrap();
+    let archive = Archive::open(bytes.as_slice()).unwrap();
+    let (header, stored, trailer) = index_frame(&bytes);
+    assert_eq!(header.codec, CODEC_STORE);
+    assert_eq!((header.raw_len, header.stored_len), (36, 36));
+    assert_eq!(stored, archive.index().to_bytes());
+    assert_eq!(trailer.index_len, 36);
+    assert_eq!(trailer.index_digest, sha256(stored));
+}
+
+/// FORMAT.md §3, §4.1: the index frame is stored (codec 0) in v1, and stored or zstd
+/// (codec 1) in v2; any other codec is refused, naming it, as is a stored frame whose
+/// lengths differ or a zstd frame that does not decode to its declared length.
+#[test]
+fn the_index_frame_may_use_only_the_codecs_of_its_version() {
+    let refused = |bytes: &[u8], reason: &str| {
+        for err in [
+            read_seeking(bytes).unwrap_err(),
+            read_streaming(bytes).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Malformed { .. }), "{err}");
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+    };
+
+    // v2: codec 1 is read, whatever its level; codecs 2 and up are refused.
+    let index = hand_built();
+    let raw = index.to_bytes();
+    let prefix = &hand_built_archive(&index)[..HAND_BUILT_INDEX_AT as usize];
+    let compressed = zstd::bulk::compress(&raw, 1).unwrap();
+    let zstd_v2 = reframe_coded(prefix, CODEC_ZSTD, raw.len() as u32, &compressed);
+    assert_eq!(read_seeking(&zstd_v2).unwrap().1, index);
+    assert_eq!(read_streaming(&zstd_v2).unwrap().1, index);
+    for codec in [2, 3, 255] {
+        let bytes = reframe_coded(prefix, codec, raw.len() as u32, &compressed);
+        refused(
+            &bytes,
+            &format!(
+                "malformed index frame at byte offset {HAND_BUILT_INDEX_AT}: codec {codec} is not one an index may use in version 2"
+            ),
+        );
+    }
+
+    // v1: only codec 0. The same v1 index, zstd-compressed, is refused.
+    let v1 = V1Index {
+        chunks: vec![V1ChunkRecord {
+            offset: 16,
+            raw_len: 5,
+            stored_len: 5,
+            codec: 0,
+            digest: sha256(b"hello"),
+        }],
+        entries: vec![file("hello", sha256(b"hello"), 5, vec![0])],
+        merkle_root: [0x77; 32],
+    };
+    let v1_bytes = postcard::to_stdvec(&v1).unwrap();
+    let stored_v1 = assemble(1, &[(0, 5, b"hello")], &v1_bytes);
+    read_seeking(&stored_v1).unwrap();
+    read_streaming(&stored_v1).unwrap();
+    let v1_prefix = &stored_v1[..index_offset(&stored_v1)];
+    let compressed = zstd::bulk::compress(&v1_bytes, INDEX_ZSTD_LEVEL).unwrap();
+    let zstd_v1 = reframe_coded(v1_prefix, CODEC_ZSTD, v1_bytes.len() as u32, &compressed);
+    refused(&zstd_v1, "codec 1 is not one an index may use in version 1");
+
+    // A stored index frame must declare its stored length as its raw length.
+    let bytes = reframe_coded(prefix, CODEC_STORE, raw.len() as u32 + 1, &raw);
+    refused(
+        &bytes,
+        "a stored index frame must have equal stored and raw lengths",
+    );
+
+    // A zstd index must decode, to exactly its declared length (more or fewer bytes).
+    let garbage = vec![0x5A; 40];
+    refused(
+        &reframe_coded(prefix, CODEC_ZSTD, 100, &garbage),
+        "its zstd data does not decode",
+    );
+    let compressed = zstd::bulk::compress(&raw, INDEX_ZSTD_LEVEL).unwrap();
+    let n = raw.len() as u32;
+    refused(
+        &reframe_coded(prefix, CODEC_ZSTD, n - 1, &compressed),
+        &format!("decompresses to {n} bytes, its header declares {}", n - 1),
+    );
+    refused(
+        &reframe_coded(prefix, CODEC_ZSTD, n + 1, &compressed),
+        &format!("decompresses to {n} bytes, its header declares {}", n + 1),
+    );
+}
+
+/// The bases and Merkle root of [`hand_built`] as serialized: what follows the last entry.
+fn hand_built_tail() -> Vec<u8> {
+    let mut tail = vec![0x01];
+    tail.extend([0xBA; 32]);
+    tail.push(0x08);
+    tail.extend(b"base.mmh");
+    tail.extend([0xCD; 32]);
+    tail
+}
+
+/// [`hand_built`] with `entry` appended, and its serialization, which ends with the
+/// entry's kind then [`hand_built_tail`].
+fn with_entry(entry: Entry) -> (Index, Vec<u8>) {
+    let mut index = hand_built();
+    index.entries.push(entry);
+    let bytes = index.to_bytes();
+    assert!(bytes.ends_with(&hand_built_tail()));
+    (index, bytes)
+}
+
+/// The serialized kind of the entry that [`with_entry`] appended, as it lies just
+/// before [`hand_built_tail`]: `len` bytes.
+fn appended_kind(bytes: &[u8], len: usize) -> &[u8] {
+    let end = bytes.len() - hand_built_tail().len();
+    &bytes[end - len..end]
+}
+
+/// FORMAT.md §4.2: a v2 `File` entry leaves out its digest (`None`, one byte 0) exactly
+/// when it is one chunk whose digest is the file's; otherwise it writes `Some` (1, then
+/// 32 bytes). Either way the index decodes to the same entry.
+#[test]
+fn a_file_leaves_out_its_digest_only_when_it_is_its_one_chunks() {
+    let [_, f1] = hand_built_frames();
+    let one = sha256(&f1);
+    let nine = [9; 32];
+    let empty = sha256(b"");
+    let cases: [(Entry, Vec<u8>); 4] = [
+        // Chunk 2 holds exactly the file: File (0), size 10, None, 1 chunk: 2.
+        (
+            file("one", one, 10, vec![2]),
+            vec![0x00, 0x0a, 0x00, 0x01, 0x02],
+        ),
+        // One chunk, but another digest (an index no fold writes): kept.
+        (
+            file("other", nine, 10, vec![2]),
+            [&[0x00, 0x0a, 0x01][..], &nine, &[0x01, 0x02]].concat(),
+        ),
+        // The same chunk twice.
+        (
+            file("twice", nine, 20, vec![2, 2]),
+            [&[0x00, 0x14, 0x01][..], &nine, &[0x02, 0x02, 0x02]].concat(),
+        ),
+        // No chunk at all.
+        (
+            file("empty", empty, 0, vec![]),
+            [&[0x00, 0x00, 0x01][..], &empty, &[0x00]].concat(),
+        ),
+    ];
+    for (entry, kind) in cases {
+        let name = entry.name.clone();
+        let (index, bytes) = with_entry(entry);
+        assert_eq!(appended_kind(&bytes, kind.len()), kind, "{name}");
+        assert_eq!(
+            Index::from_bytes(&bytes, 2, HAND_BUILT_INDEX_AT).unwrap(),
+            index,
+            "{name}"
+        );
+        let archive = hand_built_archive(&index);
+        assert_eq!(read_seeking(&archive).unwrap().1, index, "{name}");
+        assert_eq!(read_streaming(&archive).unwrap().1, index, "{name}");
+    }
+}
+
+/// A v2 index whose serialized bytes are `bytes` (hand-patched) is refused by
+/// `Index::from_bytes` and by both readers with the same `InvalidIndex`; returns its
+/// message.
+fn refused_index_bytes(bytes: &[u8]) -> String {
+    let err = Index::from_bytes(bytes, 2, HAND_BUILT_INDEX_AT).unwrap_err();
+    assert!(matches!(err, Error::InvalidIndex { .. }), "{err}");
+    let [f0, f1] = hand_built_frames();
+    let archive = assemble(2, &[(0, 100, f0.as_slice()), (0, 10, f1.as_slice())], bytes);
+    assert_eq!(index_offset(&archive) as u64, HAND_BUILT_INDEX_AT);
+    let seek = read_seeking(&archive).unwrap_err();
+    let stream = read_streaming(&archive).unwrap_err();
+    assert_eq!(seek.to_string(), err.to_string());
+    assert_eq!(stream.to_string(), err.to_string());
+    err.to_string()
+}
+
+/// FORMAT.md §4.2, §4.4: a `File` without a digest must be exactly one chunk that
+/// exists; the serialized index is patched by hand, since no `Index` serializes so.
+#[test]
+fn a_file_with_no_digest_that_is_not_one_chunk_is_refused() {
+    // Two chunks: `01` and the 32-byte digest become `00`.
+    let (_, mut bytes) = with_entry(file("twice", [9; 32], 20, vec![2, 2]));
+    let kind = [&[0x00, 0x14, 0x01][..], &[9; 32], &[0x02, 0x02, 0x02]].concat();
+    let at = bytes.len() - hand_built_tail().len() - kind.len();
+    assert_eq!(bytes[at..at + kind.len()], kind);
+    bytes.splice(at + 2..at + 35, [0x00]);
+    assert_eq!(
+        refused_index_bytes(&bytes),
+        "invalid index: entry \"twice\" has no digest but is not one chunk"
+    );
+
+    // No chunk at all.
+    let (_, mut bytes) = with_entry(file("empty", sha256(b""), 0, vec![]));
+    let at = bytes.len() - hand_built_tail().len() - 36;
+    assert_eq!(bytes[at..at + 3], [0x00, 0x00, 0x01]);
+    bytes.splice(at + 2..at + 35, [0x00]);
+    assert_eq!(
+        refused_index_bytes(&bytes),
+        "invalid index: entry \"empty\" has no digest but is not one chunk"
+    );
+
+    // One chunk, but chunk 5 of 5: its digest cannot be taken.
+    let [_, f1] = hand_built_frames();
+    let (_, mut bytes) = with_entry(file("one", sha256(&f1), 10, vec![2]));
+    let at = bytes.len() - hand_built_tail().len() - 1;
+    assert_eq!(appended_kind(&bytes, 5), [0x00, 0x0a, 0x00, 0x01, 0x02]);
+    bytes[at] = 0x05;
+    assert_eq!(
+        refused_index_bytes(&bytes),
+        "invalid index: entry \"one\" has no digest but is not one chunk"
+    );
+    // With its digest, the same entry fails only the later check of §4.4.
+    let (_, mut bytes) = with_entry(file("one", [9; 32], 10, vec![2]));
+    let at = bytes.len() - hand_built_tail().len() - 1;
+    bytes[at] = 0x05;
+    assert_eq!(
+        refused_index_bytes(&bytes),
+        "invalid index: entry \"one\" refers to chunk 5, but there are 5"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -755,6 +1123,7 @@ fn hand_built() -> Index {
                     start: 0,
                     base: 0,
                     chunk: 8,
+                    planes: 1,
                 },
             },
         ],
@@ -860,6 +1229,7 @@ fn a_chunk_that_runs_past_the_end_of_its_frame_is_rejected() {
         start: 1,
         base: 0,
         chunk: 8,
+        planes: 1,
     };
     assert_eq!(
         rejected(&index),
@@ -894,6 +1264,7 @@ fn a_chunk_in_a_frame_that_does_not_exist_is_rejected() {
         start: 0,
         base: 0,
         chunk: 8,
+        planes: 1,
     };
     assert_eq!(
         rejected(&index),
@@ -916,6 +1287,7 @@ fn a_chunk_naming_a_base_that_is_not_listed_is_rejected() {
         start: 0,
         base: u16::MAX,
         chunk: 8,
+        planes: 1,
     };
     assert_eq!(
         rejected(&index),
@@ -928,6 +1300,24 @@ fn a_chunk_naming_a_base_that_is_not_listed_is_rejected() {
         rejected(&index),
         "invalid index: chunk 3 refers to base 0, but there are 0"
     );
+}
+
+#[test]
+fn a_delta_in_no_planes_or_more_than_eight_is_rejected() {
+    for planes in [0, MAX_DELTA_PLANES + 1, u8::MAX] {
+        let mut index = hand_built();
+        index.chunks[4].source = ChunkSource::Delta {
+            frame: 1,
+            start: 0,
+            base: 0,
+            chunk: 8,
+            planes,
+        };
+        assert_eq!(
+            rejected(&index),
+            format!("invalid index: chunk 4 is a delta in {planes} byte planes (1 to 8)")
+        );
+    }
 }
 
 #[test]
@@ -1134,7 +1524,12 @@ fn a_hand_built_v1_archive_opens_as_one_frame_per_chunk() {
     let mut v2_as_v1 = build_rich();
     v2_as_v1[8] = 1;
     let err = read_seeking(&v2_as_v1).unwrap_err();
-    assert!(matches!(err, Error::InvalidIndex { .. }), "{err}");
+    // Its index is compressed, which v1 does not allow; had it been stored, its layout
+    // would not decode as v1.
+    assert!(
+        matches!(err, Error::InvalidIndex { .. } | Error::Malformed { .. }),
+        "{err}"
+    );
 }
 
 /// The v1 rules still apply to a v1 index, through its v2 form.

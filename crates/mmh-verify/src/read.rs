@@ -157,9 +157,15 @@ impl<R: ReadAt> Chain<R> {
                         start,
                         base,
                         chunk,
+                        planes,
                     } => {
                         let reference = &based[usize::from(base)][&chunk];
-                        let delta = slice(frame, start);
+                        let mut delta = Vec::with_capacity(record.raw_len as usize);
+                        mmh_codecs::join_planes(
+                            slice(frame, start),
+                            usize::from(planes),
+                            &mut delta,
+                        );
                         if reference.len() != delta.len() {
                             return Err(mmh_format::Error::InvalidIndex {
                                 reason: format!(
@@ -170,7 +176,10 @@ impl<R: ReadAt> Chain<R> {
                             }
                             .into());
                         }
-                        delta.iter().zip(reference).map(|(d, r)| d ^ r).collect()
+                        for (d, r) in delta.iter_mut().zip(reference) {
+                            *d ^= r;
+                        }
+                        delta
                     }
                 };
                 if sha256(&bytes) != record.digest {
@@ -324,6 +333,83 @@ fn feed(sink: &mut impl FnMut(&[u8]) -> io::Result<()>, batch: Vec<Vec<u8>>) -> 
     Ok(())
 }
 
+/// One file's content to decode: its name (for error messages) and its chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRun<'a> {
+    /// The entry's name.
+    pub name: &'a str,
+    /// Its chunks, in content order.
+    pub chunks: &'a [u32],
+}
+
+/// Decodes the contents of several files in one pass over their chunks, so that a frame
+/// that many small files share is decoded once, not once per file. `sink` receives
+/// `(file index, bytes)` in order, each call one chunk's bytes. A bad chunk's error names
+/// the file and the range within it.
+pub fn decode_files<R: ReadAt>(
+    chain: &Chain<R>,
+    files: &[FileRun<'_>],
+    mut sink: impl FnMut(usize, &[u8]) -> io::Result<()> + Send,
+) -> Result<()> {
+    let chunks: Vec<u32> = files
+        .iter()
+        .flat_map(|f| f.chunks.iter().copied())
+        .collect();
+    // The file each chunk of the run belongs to, and where each file starts in the run.
+    let owners: Vec<usize> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| std::iter::repeat_n(i, f.chunks.len()))
+        .collect();
+    let mut next = 0;
+    let run = ChunkRun {
+        entry: None,
+        start: 0,
+        chunks: &chunks,
+    };
+    let result = decode_run(chain, run, |bytes| {
+        let file = owners[next];
+        next += 1;
+        sink(file, bytes)
+    });
+    result.map_err(|e| match e {
+        Error::ChunkDigest { chunk, location } => {
+            let (name, start) = locate(chain, files, location.range.start);
+            Error::ChunkDigest {
+                chunk,
+                location: Location {
+                    entry: name.map(str::to_owned),
+                    range: location.range.start - start..location.range.end - start,
+                    archive_offset: location.archive_offset,
+                },
+            }
+        }
+        e => e,
+    })
+}
+
+/// The file holding byte `at` of the concatenated contents of `files`, and where it starts.
+fn locate<'a, R: ReadAt>(
+    chain: &Chain<R>,
+    files: &[FileRun<'a>],
+    at: u64,
+) -> (Option<&'a str>, u64) {
+    let mut start = 0;
+    for file in files {
+        let len: u64 = file
+            .chunks
+            .iter()
+            .filter_map(|&c| chain.index().chunks.get(c as usize))
+            .map(|c| u64::from(c.raw_len))
+            .sum();
+        if at < start + len {
+            return (Some(file.name), start);
+        }
+        start += len;
+    }
+    (None, 0)
+}
+
 /// What a successful verification covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Report {
@@ -349,34 +435,55 @@ pub fn verify_archive<R: ReadAt>(
         return Err(Error::MerkleRoot);
     }
     let mut used = vec![false; index.chunks.len()];
+    let files: Vec<(FileRun<'_>, u64, &Digest)> = index
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::File {
+                size,
+                digest,
+                chunks,
+            } => Some((
+                FileRun {
+                    name: &entry.name,
+                    chunks,
+                },
+                *size,
+                digest,
+            )),
+            _ => None,
+        })
+        .collect();
+    let runs: Vec<FileRun<'_>> = files.iter().map(|(run, ..)| *run).collect();
+    // Chunks arrive file by file, so one digest is open at a time.
+    let mut digests_ok: Vec<bool> = vec![false; files.len()];
+    let mut current: Option<(usize, Sha256)> = None;
+    let finish = |current: &mut Option<(usize, Sha256)>, ok: &mut Vec<bool>| {
+        if let Some((file, hasher)) = current.take() {
+            ok[file] = <Digest>::from(hasher.finalize()) == *files[file].2;
+        }
+    };
+    decode_files(chain, &runs, |file, bytes| {
+        if current.as_ref().is_none_or(|(f, _)| *f != file) {
+            finish(&mut current, &mut digests_ok);
+            current = Some((file, Sha256::new()));
+        }
+        current.as_mut().expect("set above").1.update(bytes);
+        progress(bytes.len() as u64);
+        Ok(())
+    })?;
+    finish(&mut current, &mut digests_ok);
     let mut content_bytes = 0;
-    for entry in &index.entries {
-        let EntryKind::File {
-            size,
-            digest,
-            chunks,
-        } = &entry.kind
-        else {
-            continue;
-        };
-        let mut hasher = Sha256::new();
-        let run = ChunkRun {
-            entry: Some(&entry.name),
-            start: 0,
-            chunks,
-        };
-        decode_run(chain, run, |bytes| {
-            hasher.update(bytes);
-            progress(bytes.len() as u64);
-            Ok(())
-        })?;
-        if <Digest>::from(hasher.finalize()) != *digest {
+    for (i, (run, size, digest)) in files.iter().enumerate() {
+        // A file without chunks was never opened above: its digest is that of nothing.
+        let ok = digests_ok[i] || (run.chunks.is_empty() && **digest == sha256(&[]));
+        if !ok {
             return Err(Error::EntryDigest {
-                name: entry.name.clone(),
+                name: run.name.to_owned(),
                 size: *size,
             });
         }
-        for &c in chunks {
+        for &c in run.chunks {
             used[c as usize] = true;
         }
         content_bytes += size;

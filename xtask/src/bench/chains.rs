@@ -17,7 +17,6 @@
 //! cell; the other rows are still measured.
 
 use std::fmt::Write as _;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -25,6 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use mmh_format::Trailer;
 use mmh_format::consts::TRAILER_LEN;
+use mmh_model::{Sniff, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::external;
@@ -107,7 +107,6 @@ pub struct Output {
 /// delta would have to store.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangedTensors {
-    pub header_parser: String,
     pub tensors: usize,
     pub differing: Vec<String>,
     /// Whether `differing` is exactly the corpus's list.
@@ -536,62 +535,26 @@ fn index_bytes(archive: &Path) -> Result<u64> {
     Ok(len - trailer.index_offset)
 }
 
-/// A tensor of a safetensors file: its name and where its bytes lie in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TensorSpan {
-    name: String,
-    range: Range<u64>,
-}
-
-/// The tensors of a safetensors file, from its header (u64 LE length, then JSON mapping
-/// names to `{dtype, shape, data_offsets: [begin, end]}` relative to the header's end).
-///
-/// The bench's own small reader: `mmh_model::sniff` was not available when this was
-/// written; switch to it once it is (the report names the parser used).
-fn safetensors_tensors(file: &[u8]) -> Result<Vec<TensorSpan>> {
-    const MAX_HEADER: u64 = 100 << 20;
-    let len = u64::from_le_bytes(
-        file.get(..8)
-            .context("shorter than a safetensors header length")?
-            .try_into()
-            .expect("8 bytes"),
-    );
-    ensure!(
-        len <= MAX_HEADER && len <= file.len() as u64 - 8,
-        "safetensors header length {len} does not fit the file ({} bytes)",
-        file.len()
-    );
-    let data_start = 8 + len;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&file[8..data_start as usize])
-            .context("safetensors header is not JSON")?;
-    let mut tensors = Vec::new();
-    for (name, info) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let offsets = info
-            .get("data_offsets")
-            .and_then(|v| v.as_array())
-            .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)))
-            .with_context(|| format!("tensor {name:?} has no data_offsets"))?;
-        let range = data_start + offsets.0..data_start + offsets.1;
-        ensure!(
-            range.start <= range.end && range.end <= file.len() as u64,
-            "tensor {name:?} lies outside the file ({range:?})"
-        );
-        tensors.push(TensorSpan { name, range });
+/// The tensors of a model file held whole in memory, as `mmh_model::sniff` finds them.
+fn tensors(file: &[u8]) -> Result<Vec<Tensor>> {
+    match mmh_model::sniff(file, file.len() as u64)? {
+        Sniff::Model(layout) => Ok(layout.tensors),
+        Sniff::NotAModel => bail!("not a model file that mmh-model recognises"),
+        Sniff::NeedHead(n) => bail!(
+            "mmh-model asked for {n} leading bytes of a {}-byte file it was given whole",
+            file.len()
+        ),
     }
-    Ok(tensors)
 }
 
 /// The tensors of `new` whose bytes differ from the same-named tensor of `old` (or that
 /// `old` lacks), and their bytes concatenated and compressed with zstd -3.
 fn changed_tensors(old: &Path, new: &Path, changes: Option<&Changes>) -> Result<ChangedTensors> {
     let (old_bytes, new_bytes) = (std::fs::read(old)?, std::fs::read(new)?);
-    let old_tensors = safetensors_tensors(&old_bytes)?;
-    let new_tensors = safetensors_tensors(&new_bytes)?;
-    let bytes_of = |file: &[u8], t: &TensorSpan| -> Vec<u8> {
+    let old_tensors = tensors(&old_bytes).with_context(|| format!("{}", old.display()))?;
+    let new_tensors = tensors(&new_bytes).with_context(|| format!("{}", new.display()))?;
+    // sniff checked every range against the file's length.
+    let bytes_of = |file: &'_ [u8], t: &Tensor| -> Vec<u8> {
         file[t.range.start as usize..t.range.end as usize].to_vec()
     };
     let mut differing = Vec::new();
@@ -620,8 +583,6 @@ fn changed_tensors(old: &Path, new: &Path, changes: Option<&Changes>) -> Result<
         listed == found
     });
     Ok(ChangedTensors {
-        header_parser:
-            "the bench's own safetensors header reader (mmh_model::sniff not yet available)".into(),
         tensors: new_tensors.len(),
         differing,
         matches_corpus_list,
@@ -752,13 +713,12 @@ impl ChainsResult {
         };
         let mut line = format!(
             "- Changed tensors of `{}`: {} of {} differ ({listed}), {} bytes; zstd -3 of their \
-             concatenation: {} bytes (header read with {}).",
+             concatenation: {} bytes (tensors found by `mmh_model::sniff`).",
             PAIR.1,
             c.differing.len(),
             c.tensors,
             thousands(c.raw_bytes),
             thousands(c.zstd3_bytes),
-            c.header_parser
         );
         let based = self
             .links
@@ -770,12 +730,12 @@ impl ChainsResult {
             let target = 1.1 * c.zstd3_bytes as f64 + index as f64;
             let _ = write!(
                 line,
-                " `mmh --base`: {} bytes, of which index + trailer {}; target ≤ 1.1 × {} + {} = {:.0}: {} ({:.2}× the changed tensors' zstd -3).",
+                " `mmh --base`: {} bytes, of which index + trailer {}; target ≤ 1.1 × {} + {} = {}: {} ({:.2}× the changed tensors' zstd -3).",
                 thousands(a.bytes),
                 thousands(index),
                 thousands(c.zstd3_bytes),
                 thousands(index),
-                target,
+                thousands(target.round() as u64),
                 if (a.bytes as f64) <= target {
                     "met"
                 } else {
@@ -826,18 +786,16 @@ mod tests {
     }
 
     #[test]
-    fn safetensors_header_gives_absolute_ranges() {
+    fn tensors_come_with_absolute_ranges() {
         let file = safetensors(&[("a", b"xyz"), ("b", b"12345")]);
-        let tensors = safetensors_tensors(&file).unwrap();
-        assert_eq!(tensors.len(), 2);
-        let b = &tensors[1];
-        assert_eq!(b.name, "b");
+        let found = tensors(&file).unwrap();
+        assert_eq!(found.len(), 2);
+        let b = found.iter().find(|t| t.name == "b").unwrap();
         assert_eq!(
             &file[b.range.start as usize..b.range.end as usize],
             b"12345"
         );
-        assert!(safetensors_tensors(&file[..20]).is_err());
-        assert!(safetensors_tensors(&[1, 2, 3]).is_err());
+        assert!(tensors(b"plain text, not a model").is_err());
     }
 
     #[test]

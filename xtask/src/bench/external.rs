@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-/// How often the poller reads every process's high-water mark.
+/// How often [`watch`] reads every process's high-water mark and checks for its exit.
 const POLL: Duration = Duration::from_millis(2);
 
 /// What one run of a command or pipeline cost.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cost {
-    /// From the first spawn to the last exit.
+    /// From the first spawn to the last exit (seen within one [`POLL`]).
     pub seconds: f64,
     /// Peak RSS of each process, in pipeline order (0 where the process exited before
     /// the first poll).
