@@ -9,6 +9,7 @@ use std::sync::mpsc::sync_channel;
 
 use mmh_codecs::CodecId;
 use mmh_format::{ArchiveWriter, ChunkRecord, ChunkSource, Digest, Entry, EntryKind};
+use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::base::{BaseLookup, BaseMode};
@@ -284,7 +285,7 @@ pub(crate) fn fold_entries<'a, W: Write + Send>(
     if written.next != slots_read || observer.cancelled() {
         return Err(Error::Cancelled);
     }
-    written.finish()
+    written.finish(options)
 }
 
 fn chunker(options: &FoldOptions) -> Chunker<'_> {
@@ -442,9 +443,9 @@ struct Written<'a, W: Write> {
     open: Option<(usize, Sha256)>,
     /// Chunks already in the archive, by digest, when repeats are referenced.
     known: Option<HashMap<Digest, u32>>,
-    /// Base frames copied into this archive (self-contained folds): base frame number
-    /// to frame number here.
-    copied: HashMap<u32, u32>,
+    /// Chunks found in the base, for a self-contained fold: (chunk number here, chunk
+    /// number in the base), placed once every chunk is known ([`Written::copy_from_base`]).
+    to_copy: Vec<(u32, u32)>,
     base: Option<&'a BaseLookup<'a>>,
     summary: FoldSummary,
 }
@@ -458,7 +459,7 @@ impl<'a, W: Write> Written<'a, W> {
             next: 0,
             open: None,
             known: (work.repeats == Repeats::Reference).then(HashMap::new),
-            copied: HashMap::new(),
+            to_copy: Vec::new(),
             base: work.base.as_ref(),
             summary: FoldSummary::default(),
         })
@@ -507,15 +508,7 @@ impl<'a, W: Write> Written<'a, W> {
                 let number =
                     self.writer
                         .push_frame(codec as u8, slot.frame.len() as u32, &slot.stored)?;
-                match self
-                    .summary
-                    .frames_by_codec
-                    .iter_mut()
-                    .find(|(c, _)| *c == codec)
-                {
-                    Some((_, n)) => *n += 1,
-                    None => self.summary.frames_by_codec.push((codec, 1)),
-                }
+                self.count_frame(codec);
                 number
             }
             None => u32::MAX,
@@ -553,11 +546,12 @@ impl<'a, W: Write> Written<'a, W> {
                 }
                 Plan::Base(chunk) => {
                     self.summary.base_bytes += u64::from(len);
-                    let source = match work.base.as_ref().map(|b| b.mode()) {
-                        Some(BaseMode::Copy) => self.copy_from_base(chunk)?,
-                        _ => ChunkSource::Base { base: 0, chunk },
-                    };
-                    self.chunk(digest, len, source)?
+                    let known = self.known.as_ref().is_some_and(|k| k.contains_key(&digest));
+                    let number = self.chunk(digest, len, ChunkSource::Base { base: 0, chunk })?;
+                    if !known && work.base.as_ref().map(|b| b.mode()) == Some(BaseMode::Copy) {
+                        self.to_copy.push((number, chunk));
+                    }
+                    number
                 }
                 Plan::Repeat => {
                     self.summary.deduplicated_bytes += u64::from(len);
@@ -579,29 +573,101 @@ impl<'a, W: Write> Written<'a, W> {
         Ok(())
     }
 
-    /// Where base chunk `chunk` lies once its frame is copied here (each base frame is
-    /// copied once, as stored: nothing is coded again).
-    fn copy_from_base(&mut self, chunk: u32) -> Result<ChunkSource> {
-        let base = self.base.expect("copies are planned only with a base");
-        let (base_frame, start) = base.frame_of(chunk)?;
-        let frame = match self.copied.get(&base_frame) {
-            Some(&frame) => frame,
-            None => {
-                let archive = base.chain().archive();
-                let record = &archive.index().frames[base_frame as usize];
-                let mut buf = Vec::new();
-                let stored = archive.read_frame(base_frame, &mut buf)?;
-                let frame = self
-                    .writer
-                    .push_frame(record.codec, record.raw_len, stored)?;
-                self.copied.insert(base_frame, frame);
-                frame
-            }
-        };
-        Ok(ChunkSource::Frame { frame, start })
+    fn count_frame(&mut self, codec: CodecId) {
+        match self
+            .summary
+            .frames_by_codec
+            .iter_mut()
+            .find(|(c, _)| *c == codec)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.summary.frames_by_codec.push((codec, 1)),
+        }
     }
 
-    fn finish(self) -> Result<FoldSummary> {
+    /// Gives the chunks a self-contained fold found in the base a place here. A base
+    /// frame all of whose chunks are used is copied as stored (nothing is coded again);
+    /// the chunks of the others are decoded and coded afresh, so that the old bytes of
+    /// what changed are not carried along (copying frames that were half used made a
+    /// self-contained fine-tune 6% larger than a fold without a base).
+    fn copy_from_base(&mut self, options: &FoldOptions) -> Result<()> {
+        let Some(base) = self.base else {
+            return Ok(());
+        };
+        let mut by_frame: BTreeMap<u32, Vec<(u32, u32, u32)>> = BTreeMap::new();
+        for &(number, chunk) in &self.to_copy {
+            let (frame, start) = base.frame_of(chunk)?;
+            by_frame
+                .entry(frame)
+                .or_default()
+                .push((number, chunk, start));
+        }
+        let archive = base.chain().archive();
+        let mut recode = Vec::new();
+        for (base_frame, members) in by_frame {
+            let record = &archive.index().frames[base_frame as usize];
+            let used: u64 = members
+                .iter()
+                .map(|&(number, ..)| u64::from(self.chunks[number as usize].raw_len))
+                .sum();
+            if used < u64::from(record.raw_len) {
+                recode.extend(
+                    members
+                        .into_iter()
+                        .map(|(number, chunk, _)| (number, chunk)),
+                );
+                continue;
+            }
+            let mut buf = Vec::new();
+            let stored = archive.read_frame(base_frame, &mut buf)?;
+            let frame = self
+                .writer
+                .push_frame(record.codec, record.raw_len, stored)?;
+            for (number, _, start) in members {
+                self.chunks[number as usize].source = ChunkSource::Frame { frame, start };
+            }
+        }
+        // Frames of up to `frame_size` of the chunks to code again, coded in parallel.
+        let mut groups: Vec<Vec<(u32, u32)>> = Vec::new();
+        let mut group_len = 0u64;
+        for (number, chunk) in recode {
+            let len = u64::from(self.chunks[number as usize].raw_len);
+            if groups.is_empty() || group_len + len > u64::from(options.frame_size) {
+                groups.push(Vec::new());
+                group_len = 0;
+            }
+            groups
+                .last_mut()
+                .expect("pushed above")
+                .push((number, chunk));
+            group_len += len;
+        }
+        let coded = groups
+            .par_iter()
+            .map(|group| -> Result<(Vec<u8>, Vec<u8>, CodecId)> {
+                let chunks: Vec<u32> = group.iter().map(|&(_, c)| c).collect();
+                let raw = base.chain().decode_chunks(&chunks, None, 0)?.concat();
+                let mut stored = Vec::new();
+                let codec = mmh_codecs::encode(&raw, &options.encode, &mut stored)?;
+                Ok((raw, stored, codec))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (group, (raw, stored, codec)) in groups.iter().zip(coded) {
+            let frame = self
+                .writer
+                .push_frame(codec as u8, raw.len() as u32, &stored)?;
+            self.count_frame(codec);
+            let mut start = 0;
+            for &(number, _) in group {
+                self.chunks[number as usize].source = ChunkSource::Frame { frame, start };
+                start += self.chunks[number as usize].raw_len;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, options: &FoldOptions) -> Result<FoldSummary> {
+        self.copy_from_base(options)?;
         let Written {
             writer,
             entries,
