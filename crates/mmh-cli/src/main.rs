@@ -439,26 +439,28 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     };
     let progress_common = &args.common;
     let started = Instant::now();
-    let written = if is_stdio(&args.archive) {
+    // A pipe into standard output streams (one file); a pipe into a path is first
+    // copied to a temporary file beside it, so that trees, subsets and archives folded
+    // against a base unfold from it as from any archive file.
+    let spool = match (is_stdio(&args.archive), is_stdio(&output_path)) {
+        (true, false) => Some(mmh_dir::spool_archive(
+            io::stdin().lock(),
+            output_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?),
+        _ => None,
+    };
+    let archive_path = spool.as_ref().map_or(args.archive.as_path(), |s| s.path());
+    let written = if is_stdio(archive_path) {
         if !args.paths.is_empty() {
-            bail!(
-                "an archive read from a pipe holds one file; naming entries needs an archive file"
-            );
+            bail!("naming entries needs an archive file, or an output path (-o PATH)");
         }
         let progress = Progress::new(None, progress_common, cancel);
-        let summary = if is_stdio(&output_path) {
-            mmh_dir::unfold_stream(io::stdin(), io::stdout(), &progress)?
-        } else {
-            mmh_dir::unfold_stream_to_path(
-                io::stdin(),
-                &output_path,
-                overwrite(&args.common),
-                &progress,
-            )?
-        };
-        summary.bytes
+        mmh_dir::unfold_stream(io::stdin(), io::stdout(), &progress)?.bytes
     } else {
-        let archive = mmh_dir::open_chain(&args.archive, &args.bases.archives)?;
+        let archive = mmh_dir::open_chain(archive_path, &args.bases.archives)?;
         let total = mmh_dir::list_entries(archive.index())
             .iter()
             .map(|l| l.size)
@@ -493,31 +495,28 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
 }
 
 fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
-    let result = if is_stdio(&args.archive) {
-        let progress = Progress::new(None, &args.common, cancel);
-        mmh_dir::unfold_stream(io::stdin(), io::sink(), &progress).map(|s| {
-            json!({
-                "entries": 1, "content_bytes": s.bytes,
+    // A pipe is copied to a temporary file first: only a seeking reader checks every
+    // chunk, and trees and based archives cannot be read front to back.
+    let spool = is_stdio(&args.archive)
+        .then(|| mmh_dir::spool_archive(io::stdin().lock(), &std::env::temp_dir()))
+        .transpose()?;
+    let archive_path = spool.as_ref().map_or(args.archive.as_path(), |s| s.path());
+    let result = mmh_dir::open_chain(archive_path, &args.bases.archives).and_then(|archive| {
+        let total = archive
+            .index()
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                mmh_format::EntryKind::File { size, .. } => *size,
+                _ => 0,
             })
-        })
-    } else {
-        mmh_dir::open_chain(&args.archive, &args.bases.archives).and_then(|archive| {
-            let total = archive
-                .index()
-                .entries
-                .iter()
-                .map(|e| match &e.kind {
-                    mmh_format::EntryKind::File { size, .. } => *size,
-                    _ => 0,
-                })
-                .sum();
-            let progress = Progress::new(Some(total), &args.common, cancel);
-            let report = mmh_verify::verify_archive(&archive, &|n| progress.progress(n))?;
-            Ok(json!({
-                "entries": report.entries, "chunks": report.chunks, "content_bytes": report.content_bytes,
-            }))
-        })
-    };
+            .sum();
+        let progress = Progress::new(Some(total), &args.common, cancel);
+        let report = mmh_verify::verify_archive(&archive, &|n| progress.progress(n))?;
+        Ok(json!({
+            "entries": report.entries, "chunks": report.chunks, "content_bytes": report.content_bytes,
+        }))
+    });
     match result {
         Ok(mut summary) => {
             if args.common.json {

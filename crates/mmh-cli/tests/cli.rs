@@ -488,6 +488,40 @@ fn a_directory_folds_lists_and_unfolds() {
         .assert()
         .success();
     assert!(part.join("sub/weights.bin").exists() && !part.join("link").exists());
+    // From a pipe: the whole tree, a subset, and verify.
+    let bytes = std::fs::read(&archive).unwrap();
+    let piped = dir.path().join("piped");
+    mmh()
+        .args(["unfold", "-q", "-", "-o"])
+        .arg(&piped)
+        .write_stdin(bytes.clone())
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(piped.join("sub/weights.bin")).unwrap(), data);
+    assert!(piped.join("sub/empty").is_dir());
+    let piped_part = dir.path().join("piped-part");
+    mmh()
+        .args(["unfold", "-q", "-", "-o"])
+        .arg(&piped_part)
+        .arg("weights-copy.bin")
+        .write_stdin(bytes.clone())
+        .assert()
+        .success();
+    assert!(piped_part.join("weights-copy.bin").exists() && !piped_part.join("sub").exists());
+    mmh()
+        .args(["verify", "-q", "-"])
+        .write_stdin(bytes)
+        .assert()
+        .success();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mmh-spool"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "spool files left behind: {leftovers:?}"
+    );
     mmh()
         .arg("cat")
         .arg(&archive)

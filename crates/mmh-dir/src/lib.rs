@@ -58,8 +58,8 @@ pub use output::{Overwrite, PendingFile};
 pub use pipeline::FoldSummary;
 pub use tree::{TreeSummary, fold_tree, unfold_path, unfold_tree};
 pub use unfold::{
-    StreamSummary, find_entry, open_archive, open_file, read_range, single_file, unfold_entry,
-    unfold_stream, unfold_stream_to_path, unfold_to_path,
+    StreamSummary, find_entry, open_archive, open_file, read_range, single_file, spool_archive,
+    unfold_entry, unfold_stream, unfold_stream_to_path, unfold_to_path,
 };
 pub use walk::WalkOptions;
 

@@ -422,6 +422,22 @@ fn fills_frames_in_order(index: &Index, chunks: &[u32]) -> bool {
     }
 }
 
+/// Copies an archive read from a pipe into a temporary file in `dir`, so that it can be
+/// read by seeking like any archive file (a tree, subsets, an archive folded against a
+/// base: none of these can be unfolded front to back, since the index comes last). The
+/// file is removed when the returned handle is dropped.
+pub fn spool_archive(mut input: impl Read, dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut spool = tempfile::Builder::new()
+        .prefix(".mmh-spool.")
+        .tempfile_in(dir)
+        .map_err(Error::io("cannot create a temporary file in", Some(dir)))?;
+    std::io::copy(&mut input, spool.as_file_mut()).map_err(Error::io(
+        "cannot copy the archive from the pipe into",
+        Some(spool.path()),
+    ))?;
+    Ok(spool)
+}
+
 /// Unfolds an archive read from a pipe into the file `dest`: written under a temporary
 /// name, checked against the entry's SHA-256 and the index (chunk boundaries arrive after
 /// the content, so chunks are not checked one by one), given its permissions and mtime,
