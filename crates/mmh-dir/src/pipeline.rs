@@ -86,6 +86,8 @@ struct Piece {
     entry: usize,
     len: u32,
     tensor: Option<TensorPiece>,
+    /// The piece is its file's whole content: the file's SHA-256 is the chunk's.
+    whole_file: bool,
     digest: Digest,
     plan: Plan,
 }
@@ -195,7 +197,9 @@ pub(crate) fn fold_entries<'a, W: Write + Send>(
             slot.clear();
             for (entry, open) in sources {
                 let mut input = open()?;
+                let mut pieces = 0;
                 chunker.cut(&mut input, &mut |bytes, tensor| {
+                    pieces += 1;
                     if slot.raw.len() + bytes.len() > frame_size {
                         let Ok(next) = free_rx.recv() else {
                             return Ok(false);
@@ -212,11 +216,19 @@ pub(crate) fn fold_entries<'a, W: Write + Send>(
                         entry,
                         len: bytes.len() as u32,
                         tensor,
+                        whole_file: false,
                         digest: [0; 32],
                         plan: Plan::Store,
                     });
                     Ok(true)
                 })?;
+                // A file's pieces go into the open slot as they come, so a file of one
+                // piece ends the open slot.
+                if pieces == 1
+                    && let Some(last) = slot.pieces.last_mut()
+                {
+                    last.whole_file = true;
+                }
                 if failure.failed() {
                     return Ok(sent);
                 }
@@ -438,9 +450,10 @@ struct Written<'a, W: Write> {
     chunks: Vec<ChunkRecord>,
     /// Sequence number of the next slot to write.
     next: usize,
-    /// The file being written and the SHA-256 of its content so far: chunks arrive in
-    /// input order, so one file is open at a time.
-    open: Option<(usize, Sha256)>,
+    /// The file being written and the SHA-256 of its content so far (none for a file of
+    /// one chunk, whose digest is the chunk's): chunks arrive in input order, so one file
+    /// is open at a time.
+    open: Option<(usize, Option<Sha256>)>,
     /// Chunks already in the archive, by digest, when repeats are referenced.
     known: Option<HashMap<Digest, u32>>,
     /// Chunks found in the base, for a self-contained fold: (chunk number here, chunk
@@ -478,7 +491,7 @@ impl<'a, W: Write> Written<'a, W> {
 
     /// Seals the open file's digest.
     fn close_file(&mut self) {
-        if let Some((entry, hasher)) = self.open.take() {
+        if let Some((entry, Some(hasher))) = self.open.take() {
             *self.file_of(entry).1 = hasher.finalize().into();
         }
     }
@@ -521,9 +534,14 @@ impl<'a, W: Write> Written<'a, W> {
                 .is_none_or(|(entry, _)| *entry != piece.entry)
             {
                 self.close_file();
-                self.open = Some((piece.entry, Sha256::new()));
+                if piece.whole_file {
+                    *self.file_of(piece.entry).1 = piece.digest;
+                }
+                self.open = Some((piece.entry, (!piece.whole_file).then(Sha256::new)));
             }
-            self.open.as_mut().expect("opened above").1.update(bytes);
+            if let Some((_, Some(hasher))) = &mut self.open {
+                hasher.update(bytes);
+            }
             let (digest, len) = (piece.digest, piece.len);
             let number = match piece.plan {
                 Plan::Store | Plan::Delta { .. } => {
