@@ -6,7 +6,9 @@ use std::path::Path;
 use mmh_format::{
     Archive, ChunkSource, Digest, Entry, EntryKind, Index, ReadAt, StreamFrame, StreamReader,
 };
-use mmh_verify::{Chain, ChunkRun, FileRun, decode_files, decode_frame_bytes, decode_run};
+use mmh_verify::{
+    Chain, ChunkRun, FileRun, checked_by_its_chunk, decode_files, decode_frame_bytes, decode_run,
+};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
@@ -194,6 +196,7 @@ pub(crate) fn unfold_files<R: ReadAt>(
         parts: &parts,
         next: 0,
         open: None,
+        index: archive.index(),
         overwrite,
         failure: None,
     };
@@ -221,8 +224,10 @@ struct FileSequence<'a, 'e> {
     parts: &'a [FileParts<'e>],
     /// The next file to open.
     next: usize,
-    /// The file being written and its digest so far.
-    open: Option<(PendingFile, Sha256)>,
+    /// The file being written and its digest so far (none when its one chunk's digest,
+    /// already checked, is the file's).
+    open: Option<(PendingFile, Option<Sha256>)>,
+    index: &'a Index,
     overwrite: Overwrite,
     /// What stopped the writing, to report instead of the decoder's "stopped".
     failure: Option<Error>,
@@ -236,7 +241,9 @@ impl FileSequence<'_, '_> {
             self.open_next()?;
         }
         let (pending, hasher) = self.open.as_mut().expect("opened above");
-        hasher.update(bytes);
+        if let Some(hasher) = hasher {
+            hasher.update(bytes);
+        }
         pending
             .file()
             .write_all(bytes)
@@ -256,7 +263,9 @@ impl FileSequence<'_, '_> {
 
     fn open_next(&mut self) -> Result<()> {
         let pending = PendingFile::create(&self.files[self.next].0, self.overwrite)?;
-        self.open = Some((pending, Sha256::new()));
+        let parts = &self.parts[self.next];
+        let checked = checked_by_its_chunk(self.index, parts.chunks, parts.digest);
+        self.open = Some((pending, (!checked).then(Sha256::new)));
         self.next += 1;
         Ok(())
     }
@@ -265,7 +274,9 @@ impl FileSequence<'_, '_> {
     fn seal(&mut self) -> Result<()> {
         if let Some((mut pending, hasher)) = self.open.take() {
             let number = self.next - 1;
-            check_entry_digest(&self.parts[number], hasher)?;
+            if let Some(hasher) = hasher {
+                check_entry_digest(&self.parts[number], hasher)?;
+            }
             apply_metadata(pending.file(), self.files[number].1)?;
             pending.commit_without_sync()?;
         }

@@ -26,8 +26,8 @@ mod read;
 pub use error::{Error, Location, Result};
 pub use merkle::{leaf_hash, merkle_root, node_hash};
 pub use read::{
-    Chain, ChunkRun, FileRun, MAX_CHAIN_DEPTH, Report, decode_files, decode_frame_bytes,
-    decode_run, verify_archive,
+    Chain, ChunkRun, FileRun, MAX_CHAIN_DEPTH, Report, checked_by_its_chunk, decode_files,
+    decode_frame_bytes, decode_run, verify_archive,
 };
 
 use mmh_format::Digest;

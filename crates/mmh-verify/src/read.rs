@@ -333,6 +333,19 @@ fn feed(sink: &mut impl FnMut(&[u8]) -> io::Result<()>, batch: Vec<Vec<u8>>) -> 
     Ok(())
 }
 
+/// True when a file is one chunk whose SHA-256 is the file's: decoding that chunk (which
+/// checks its digest) has then checked the file, and hashing it again would only repeat
+/// the work (most files of a tree of small files are such).
+pub fn checked_by_its_chunk(index: &mmh_format::Index, chunks: &[u32], digest: &Digest) -> bool {
+    match chunks {
+        [only] => index
+            .chunks
+            .get(*only as usize)
+            .is_some_and(|c| c.digest == *digest),
+        _ => false,
+    }
+}
+
 /// One file's content to decode: its name (for error messages) and its chunks.
 #[derive(Debug, Clone, Copy)]
 pub struct FileRun<'a> {
@@ -463,20 +476,27 @@ pub fn verify_archive<R: ReadAt>(
             ok[file] = <Digest>::from(hasher.finalize()) == *files[file].2;
         }
     };
+    let checked: Vec<bool> = files
+        .iter()
+        .map(|(run, _, digest)| checked_by_its_chunk(index, run.chunks, digest))
+        .collect();
     decode_files(chain, &runs, |file, bytes| {
+        progress(bytes.len() as u64);
+        if checked[file] {
+            return Ok(());
+        }
         if current.as_ref().is_none_or(|(f, _)| *f != file) {
             finish(&mut current, &mut digests_ok);
             current = Some((file, Sha256::new()));
         }
         current.as_mut().expect("set above").1.update(bytes);
-        progress(bytes.len() as u64);
         Ok(())
     })?;
     finish(&mut current, &mut digests_ok);
     let mut content_bytes = 0;
     for (i, (run, size, digest)) in files.iter().enumerate() {
         // A file without chunks was never opened above: its digest is that of nothing.
-        let ok = digests_ok[i] || (run.chunks.is_empty() && **digest == sha256(&[]));
+        let ok = digests_ok[i] || checked[i] || (run.chunks.is_empty() && **digest == sha256(&[]));
         if !ok {
             return Err(Error::EntryDigest {
                 name: run.name.to_owned(),
