@@ -95,7 +95,7 @@ pub enum Error {
         reason: String,
     },
     /// A base archive that the archive references is neither given nor beside it.
-    #[error("base archive {name:?} (referenced by {}) was not found next to it; give it with --base", archive.display())]
+    #[error("base archive {name:?} (referenced by {}) is neither next to it nor among the archives given with --base", archive.display())]
     BaseNotFound {
         /// The base's recorded file name.
         name: String,

@@ -75,6 +75,11 @@ pub fn fold_tree(
 /// their chunks; larger ones one by one, each decoded on every core.
 const SMALL_FILE: u64 = 1 << 20;
 
+/// At most this many small files, or this many bytes of them, are unfolded in one pass
+/// over their chunks.
+const SMALL_FILES_PER_PASS: usize = 16 * 1024;
+const SMALL_FILES_PASS_BYTES: u64 = 256 << 20;
+
 /// What [`unfold_tree`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TreeSummary {
@@ -127,6 +132,7 @@ pub fn unfold_tree<R: ReadAt>(
         Ok(bytes)
     };
     let mut checked_parent: Option<PathBuf> = None;
+    let mut pass_bytes = 0u64;
     for entry in entries.iter().filter(|e| selected(&e.name, paths)) {
         let relative = relative_entry_path(&entry.name)?;
         let small_file = matches!(entry.kind, EntryKind::File { size, .. } if size <= SMALL_FILE);
@@ -163,6 +169,14 @@ pub fn unfold_tree<R: ReadAt>(
             EntryKind::File { size, .. } => {
                 if small_file {
                     files.push((path, entry));
+                    pass_bytes += size;
+                    // Bounds what a pass holds for a tree of any size, while leaving it
+                    // enough frames for decoding to overlap writing; a frame shared by
+                    // two passes is decoded twice.
+                    if files.len() == SMALL_FILES_PER_PASS || pass_bytes >= SMALL_FILES_PASS_BYTES {
+                        summary.bytes += write_files(&mut files)?;
+                        pass_bytes = 0;
+                    }
                 } else {
                     unfold_to_path(archive, entry, &path, overwrite, observer)?;
                     summary.bytes += size;

@@ -399,12 +399,20 @@ fn damage_in_the_base_fails_the_unfold_and_never_gives_wrong_bytes() {
         let offset = damage_frame(&v1_path, frame);
         // The base's index is intact, so the chain opens; reading the frame fails.
         let chain = open_archive(&dir.path().join("v2.mmh")).unwrap();
+        // The error names the base archive, then the frame in it.
         match mmh_verify::verify_archive(&chain, &|_| {}).unwrap_err() {
-            mmh_verify::Error::Frame {
-                frame: f,
-                archive_offset,
-                ..
-            } => assert_eq!((f, archive_offset), (frame, offset), "{what}"),
+            mmh_verify::Error::InBase { name, source } => match *source {
+                mmh_verify::Error::Frame {
+                    frame: f,
+                    archive_offset,
+                    ..
+                } => assert_eq!(
+                    (name.as_str(), f, archive_offset),
+                    ("v1.mmh", frame, offset),
+                    "{what}"
+                ),
+                other => panic!("{what}: {other}"),
+            },
             other => panic!("{what}: {other}"),
         }
         let mut out = Vec::new();
@@ -466,9 +474,13 @@ fn a_forged_base_frame_is_caught_by_the_chunk_digest() {
     let chain = open_archive(&dir.path().join("v2.mmh")).unwrap();
     let err = mmh_verify::verify_archive(&chain, &|_| {}).unwrap_err();
     match &err {
-        mmh_verify::Error::ChunkDigest { location, .. } => {
-            assert_eq!(location.archive_offset, record.offset, "{err}");
-        }
+        mmh_verify::Error::InBase { name, source } => match &**source {
+            mmh_verify::Error::ChunkDigest { location, .. } => {
+                assert_eq!(name, "v1.mmh");
+                assert_eq!(location.archive_offset, record.offset, "{err}");
+            }
+            other => panic!("frame {number}: {other}"),
+        },
         other => panic!("frame {number}: {other}"),
     }
     let mut out = Vec::new();

@@ -74,6 +74,15 @@ pub enum Error {
     /// The Merkle root over the chunk digests is not the one in the index.
     #[error("Merkle root mismatch: the index's chunk digests do not produce its root")]
     MerkleRoot,
+    /// Reading a chunk held by a base archive failed there.
+    #[error("in base archive {name:?}: {source}")]
+    InBase {
+        /// The base's recorded file name.
+        name: String,
+        /// What went wrong in it.
+        #[source]
+        source: Box<Error>,
+    },
     /// The archive references a base archive that was not given.
     #[error("base archive {name:?} is needed: this archive references chunks it holds")]
     MissingBase {
@@ -111,6 +120,7 @@ impl Error {
         match self {
             Error::Format(source) | Error::Frame { source, .. } => source.is_integrity(),
             Error::Sink { .. } | Error::MissingBase { .. } => false,
+            Error::InBase { source, .. } => source.is_integrity(),
             _ => true,
         }
     }

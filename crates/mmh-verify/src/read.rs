@@ -123,11 +123,17 @@ impl<R: ReadAt> Chain<R> {
             || -> Result<Vec<HashMap<u32, Vec<u8>>>> {
                 self.bases
                     .par_iter()
+                    .zip(&self.index().bases)
                     .zip(&mut from_bases)
-                    .map(|(base, chunks)| {
+                    .map(|((base, reference), chunks)| {
                         chunks.sort_unstable();
                         chunks.dedup();
-                        let bytes = base.decode_chunks(chunks, None, 0)?;
+                        let bytes = base.decode_chunks(chunks, None, 0).map_err(|source| {
+                            Error::InBase {
+                                name: reference.name.clone(),
+                                source: Box::new(source),
+                            }
+                        })?;
                         Ok(chunks.iter().copied().zip(bytes).collect())
                     })
                     .collect()
