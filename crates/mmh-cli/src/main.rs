@@ -49,8 +49,8 @@ enum Command {
     List(ListArgs),
     /// Write an entry (or a byte range of it) to standard output.
     Cat(CatArgs),
-    /// Compare two archives: entries added, removed and changed, and the bytes of chunks
-    /// NEW stores that OLD lacks.
+    /// Compare two archives, or an archive and a directory: entries added, removed and
+    /// changed, and the bytes of chunks NEW holds that OLD lacks.
     Diff(DiffArgs),
 }
 
@@ -143,7 +143,8 @@ struct ListArgs {
 struct DiffArgs {
     /// The earlier archive.
     old: PathBuf,
-    /// The later archive.
+    /// The later archive, or a file or directory to compare as it would fold against OLD
+    /// (with the default --chunk-size).
     new: PathBuf,
     /// Print JSON instead of lines.
     #[arg(long)]
@@ -603,8 +604,17 @@ fn cdc_params(avg: u64) -> Result<CdcParams> {
 
 fn diff(args: DiffArgs) -> Result<()> {
     let old = mmh_dir::open_file(&args.old)?;
-    let new = mmh_dir::open_file(&args.new)?;
-    let diff = mmh_dir::diff(old.index(), new.index());
+    let new = if args.new.is_dir() || args.new.extension().is_none_or(|e| e != "mmh") {
+        mmh_dir::index_against(
+            &args.new,
+            &args.old,
+            &mmh_dir::WalkOptions::default(),
+            &FoldOptions::default(),
+        )?
+    } else {
+        mmh_dir::open_file(&args.new)?.index().clone()
+    };
+    let diff = mmh_dir::diff(old.index(), &new);
     let mut out = io::stdout().lock();
     if args.json {
         let names = |entries: &[&mmh_format::Entry]| -> Vec<String> {

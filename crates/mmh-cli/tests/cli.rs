@@ -829,3 +829,34 @@ fn diff_lists_added_removed_and_changed_entries() {
         "{same}"
     );
 }
+
+#[test]
+fn diff_compares_a_directory_with_the_archive_it_was_folded_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for (name, content) in [
+        ("same.txt", "unchanged\n"),
+        ("edited.txt", "before\n"),
+        ("gone.txt", "x\n"),
+    ] {
+        std::fs::write(tree.join(name), content).unwrap();
+    }
+    let archive = dir.path().join("tree.mmh");
+    mmh()
+        .args(["fold", "-q"])
+        .arg(&tree)
+        .arg("-o")
+        .arg(&archive)
+        .assert()
+        .success();
+    std::fs::write(tree.join("edited.txt"), "after!!\n").unwrap();
+    std::fs::remove_file(tree.join("gone.txt")).unwrap();
+    std::fs::write(tree.join("fresh.txt"), "added\n").unwrap();
+    let json = stdout_json(mmh().args(["diff", "--json"]).arg(&archive).arg(&tree));
+    assert_eq!(json["added"], serde_json::json!(["fresh.txt"]));
+    assert_eq!(json["removed"], serde_json::json!(["gone.txt"]));
+    assert_eq!(json["changed"], serde_json::json!(["edited.txt"]));
+    assert_eq!(json["unchanged"], 1);
+    assert_eq!(json["new_chunk_bytes"], 14);
+}

@@ -1,8 +1,11 @@
 //! Comparing two archives entry by entry and chunk by chunk.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
-use mmh_format::{Digest, Entry, EntryKind, Index};
+use mmh_format::{Archive, Digest, Entry, EntryKind, Index};
+
+use crate::{BaseMode, Error, FoldBase, FoldOptions, Quiet, Result, WalkOptions};
 
 /// How a later archive differs from an earlier one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,4 +77,30 @@ fn same(a: &Entry, b: &Entry) -> bool {
         (ka, kb) => ka == kb,
     };
     content && a.mode == b.mode && a.mtime == b.mtime
+}
+
+/// The index that folding `source` (a file or a directory) against the archive at `old`
+/// records, so that [`diff`] can compare what is on disk with an archive. The fold goes
+/// to an anonymous temporary file and stores only what `old` lacks; `options` should
+/// chunk as `old` was chunked, or every chunk counts as new.
+pub fn index_against(
+    source: &Path,
+    old: &Path,
+    walk: &WalkOptions,
+    options: &FoldOptions,
+) -> Result<Index> {
+    let options = FoldOptions {
+        base: Some(FoldBase::open(old, BaseMode::Reference, &[])?),
+        ..options.clone()
+    };
+    let mut temp =
+        tempfile::tempfile().map_err(Error::io("cannot create a temporary file", None))?;
+    crate::fold_path(
+        source,
+        walk,
+        std::io::BufWriter::new(&mut temp),
+        &options,
+        &Quiet,
+    )?;
+    Ok(Archive::open(temp)?.index().clone())
 }

@@ -48,7 +48,7 @@ mod unfold;
 mod walk;
 
 pub use base::{BaseMode, FoldBase, open_chain};
-pub use diff::{Diff, diff};
+pub use diff::{Diff, diff, index_against};
 pub use error::{Error, Result};
 pub use fold::{DEFAULT_FRAME_SIZE, EntryMeta, FoldOptions, fold_path, fold_stream};
 pub use list::{EntryListing, list_entries};
