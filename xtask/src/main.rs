@@ -1,7 +1,8 @@
 //! `cargo xtask <task>`: the project's tasks.
 //!
 //! - `ci`: everything CI checks (installs missing tools, fmt, clippy, tests, cargo-deny,
-//!   a smoke run of the demo, a short run of every fuzz target). `.ci/run` calls exactly this.
+//!   a smoke run of the demo, the Python module's tests, a short run of every fuzz
+//!   target). `.ci/run` calls exactly this.
 //! - `demo`: folds a built-in sample model file and shows what happened.
 //! - `bench`: benchmark tables and plots (see `bench.rs`).
 
@@ -28,14 +29,27 @@ fn main() -> Result<()> {
 
 /// Runs a command from the workspace root, echoing it, and fails if it fails.
 fn sh(program: &str, args: &[&str]) -> Result<()> {
-    eprintln!("xtask: $ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
+    run(Command::new(program).args(args))
+}
+
+/// Runs `command` (its working directory set to the workspace root), echoing it.
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!(
+        "{} {}",
+        command.get_program().to_string_lossy(),
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!("xtask: $ {shown}");
+    let status = command
         .current_dir(workspace_root())
         .status()
-        .with_context(|| format!("cannot run {program}"))?;
+        .with_context(|| format!("cannot run {shown}"))?;
     if !status.success() {
-        bail!("`{program} {}` failed ({status})", args.join(" "));
+        bail!("`{shown}` failed ({status})");
     }
     Ok(())
 }
@@ -105,6 +119,45 @@ fn fuzz() -> Result<()> {
     Ok(())
 }
 
+/// Python packages the module's tests need, pinned so that CI runs are repeatable.
+const PYTHON_TEST_PACKAGES: &[&str] = &[
+    "maturin>=1.16,<2",
+    "numpy>=2,<3",
+    "pytest>=8,<9",
+    "ml_dtypes>=0.5,<1",
+];
+
+/// Builds the Python module (`crates/mmh-py`) into a virtual environment under
+/// `target/py-venv` and runs its pytest suite. A debug build: it reuses most of what the
+/// Rust tests compiled, and the suite checks behaviour, not speed.
+fn python() -> Result<()> {
+    let venv = workspace_root().join("target/py-venv");
+    let bin = venv.join("bin");
+    if !bin.join("python").exists() {
+        sh("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
+    let mut install = vec!["-m", "pip", "install", "--quiet"];
+    install.extend_from_slice(PYTHON_TEST_PACKAGES);
+    let python = bin.join("python").to_string_lossy().into_owned();
+    sh(&python, &install)?;
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
+    for (program, args) in [
+        (
+            "maturin",
+            &["develop", "--quiet", "-m", "crates/mmh-py/Cargo.toml"][..],
+        ),
+        ("python", &["-m", "pytest", "-q", "crates/mmh-py/tests"][..]),
+    ] {
+        run(Command::new(bin.join(program))
+            .args(args)
+            .env("VIRTUAL_ENV", &venv)
+            .env("PATH", &path))?;
+    }
+    Ok(())
+}
+
 fn ci() -> Result<()> {
     install_tools()?;
     sh("cargo", &["fmt", "--all", "--check"])?;
@@ -125,6 +178,7 @@ fn ci() -> Result<()> {
         "cargo",
         &["run", "--quiet", "--package", "xtask", "--", "demo"],
     )?;
+    python()?;
     fuzz()?;
     eprintln!("xtask: ci passed");
     Ok(())
