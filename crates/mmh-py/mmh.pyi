@@ -134,6 +134,9 @@ class TensorInfo:
     """Where one tensor of a model file lies and what it holds."""
 
     @property
+    def path(self) -> str:
+        """The model file (entry name) holding the tensor."""
+    @property
     def name(self) -> str:
         """The tensor's name."""
     @property
@@ -216,9 +219,10 @@ class Archive:
         range raises ValueError."""
     def open(self, path: str) -> EntryReader:
         """A read-only, seekable binary file object over file entry ``path``."""
-    def tensors(self, path: str) -> list[TensorInfo]:
+    def tensors(self, path: str | None = None) -> list[TensorInfo]:
         """The tensors of model file ``path`` (safetensors), in file order; an empty list
-        for a file that is not a model."""
+        for a file that is not a model. Without ``path``, those of every model file in the
+        archive, in archive order (this reads the first bytes of every file)."""
     def tensor(self, path: str, name: str) -> NDArray[Any]:
         """Tensor ``name`` of model file ``path`` as a numpy array of its dtype and shape,
         decoding only the chunks that hold it; the array owns the decoded bytes (no copy).

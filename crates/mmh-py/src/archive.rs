@@ -167,14 +167,28 @@ impl Archive {
     }
 
     /// The tensors of model file `path` (safetensors), in file order; an empty list for
-    /// a file that is not a model.
-    fn tensors(&self, py: Python<'_>, path: &str) -> PyResult<Vec<TensorInfo>> {
-        Ok(self
-            .layout(py, path)?
-            .as_ref()
-            .as_ref()
-            .map(|layout| layout.tensors.iter().map(TensorInfo::new).collect())
-            .unwrap_or_default())
+    /// a file that is not a model. Without `path`, those of every model file in the
+    /// archive, in archive order (this reads the first bytes of every file).
+    #[pyo3(signature = (path=None))]
+    fn tensors(&self, py: Python<'_>, path: Option<&str>) -> PyResult<Vec<TensorInfo>> {
+        let paths: Vec<String> = match path {
+            Some(path) => vec![path.to_owned()],
+            None => self
+                .chain()?
+                .index()
+                .entries
+                .iter()
+                .filter(|e| matches!(e.kind, mmh_format::EntryKind::File { .. }))
+                .map(|e| e.name.clone())
+                .collect(),
+        };
+        let mut tensors = Vec::new();
+        for path in &paths {
+            if let Some(layout) = Option::as_ref(&*self.layout(py, path)?) {
+                tensors.extend(layout.tensors.iter().map(|t| TensorInfo::new(path, t)));
+            }
+        }
+        Ok(tensors)
     }
 
     /// Tensor `name` of model file `path` as a numpy array of its dtype and shape,
@@ -450,6 +464,7 @@ impl Entry {
 /// Where one tensor of a model file lies and what it holds.
 #[pyclass(frozen, module = "mmh")]
 pub(crate) struct TensorInfo {
+    path: String,
     name: String,
     dtype: String,
     shape: Vec<u64>,
@@ -458,8 +473,9 @@ pub(crate) struct TensorInfo {
 }
 
 impl TensorInfo {
-    fn new(tensor: &mmh_model::Tensor) -> Self {
+    fn new(path: &str, tensor: &mmh_model::Tensor) -> Self {
         TensorInfo {
+            path: path.to_owned(),
             name: tensor.name.clone(),
             dtype: tensor.dtype.to_string(),
             shape: tensor.shape.clone(),
@@ -471,6 +487,12 @@ impl TensorInfo {
 
 #[pymethods]
 impl TensorInfo {
+    /// The model file (entry name) holding the tensor.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The tensor's name.
     #[getter]
     fn name(&self) -> &str {

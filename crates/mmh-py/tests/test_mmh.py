@@ -878,6 +878,11 @@ def test_tensors_in_a_tree(tmp_path, rng):
     mmh.fold(root, dst)
     with mmh.open(dst) as archive:
         assert {t.name for t in archive.tensors("sub/m.safetensors")} == {"w", "b"}
+        # Without a path: every model file's tensors, each naming its file.
+        assert {(t.path, t.name) for t in archive.tensors()} == {
+            ("sub/m.safetensors", "w"),
+            ("sub/m.safetensors", "b"),
+        }
         assert_tensor_equal(archive.tensor("sub/m.safetensors", "w"), "F32", tensors["w"][1], "w")
     loaded = mmh.load_safetensors(dst, "sub/m.safetensors")
     assert_tensor_equal(loaded["b"], "F16", tensors["b"][1], "b")
