@@ -89,16 +89,18 @@ pub struct TreeSummary {
     pub bytes: u64,
 }
 
-/// True when `name` is `path` or lies under it.
+/// True when `name` is one of `paths` or lies under one (any name when `paths` is empty).
 fn selected(name: &str, paths: &[String]) -> bool {
-    paths.is_empty()
-        || paths.iter().any(|p| {
-            let p = p.trim_end_matches('/');
-            name == p
-                || name
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
+    paths.is_empty() || paths.iter().any(|p| under(name, p))
+}
+
+/// True when `name` is `path` or lies under it.
+fn under(name: &str, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    name == path
+        || name
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Unfolds the archive's entries (all, or those named by `paths` and what lies under
@@ -116,6 +118,16 @@ pub fn unfold_tree<R: ReadAt>(
     overwrite: Overwrite,
     observer: &dyn Observer,
 ) -> Result<TreeSummary> {
+    // A path that names nothing is a mistake (a typo, the wrong archive): say so before
+    // anything is created, as `tar -x` does.
+    if let Some(missing) = paths
+        .iter()
+        .find(|p| !archive.index().entries.iter().any(|e| under(&e.name, p)))
+    {
+        return Err(Error::NoSuchEntry {
+            name: missing.clone(),
+        });
+    }
     std::fs::create_dir_all(dest).map_err(Error::io("cannot create", Some(dest)))?;
     // Absolute, so that temporary files beside each output need no lookup of the working
     // directory (one system call per file in a tree of small files).

@@ -230,6 +230,21 @@ fn a_subset_unfolds_only_what_lies_under_the_paths() {
         names,
         ["script.sh", "sub", "sub/deeper", "sub/deeper/config.json"]
     );
+    // A path that names nothing fails before anything is created.
+    let nothing = dir.path().join("nothing");
+    let err = unfold_tree(
+        &archive,
+        &nothing,
+        &["script.sh".into(), "sub/nope".into()],
+        Overwrite::Refuse,
+        &Quiet,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, mmh_dir::Error::NoSuchEntry { name } if name == "sub/nope"),
+        "{err}"
+    );
+    assert!(!nothing.exists());
 }
 
 #[test]
