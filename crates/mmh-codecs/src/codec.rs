@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, ResetDirective};
 
+use crate::tensor::{self, FloatKind};
 use crate::{Error, pattern};
 
 /// How a chunk is stored. The discriminant is the byte written to disk.
@@ -24,15 +25,25 @@ pub enum CodecId {
     Lz4 = 2,
     /// A short period repeated; see [`MAX_PATTERN_PERIOD`](crate::MAX_PATTERN_PERIOD).
     Pattern = 3,
+    /// bfloat16 values as bit planes, each plane zstd or stored (see
+    /// [`FloatKind`](crate::FloatKind)).
+    Bf16Planes = 4,
+    /// IEEE half values as byte planes, each plane zstd or stored.
+    F16Planes = 5,
+    /// IEEE single values as bit planes, each plane zstd or stored.
+    F32Planes = 6,
 }
 
 impl CodecId {
     /// Every codec, in id order.
-    pub const ALL: [CodecId; 4] = [
+    pub const ALL: [CodecId; 7] = [
         CodecId::Store,
         CodecId::Zstd,
         CodecId::Lz4,
         CodecId::Pattern,
+        CodecId::Bf16Planes,
+        CodecId::F16Planes,
+        CodecId::F32Planes,
     ];
 
     /// The name used in messages and on the command line.
@@ -42,6 +53,9 @@ impl CodecId {
             CodecId::Zstd => "zstd",
             CodecId::Lz4 => "lz4",
             CodecId::Pattern => "pattern",
+            CodecId::Bf16Planes => "bf16-planes",
+            CodecId::F16Planes => "f16-planes",
+            CodecId::F32Planes => "f32-planes",
         }
     }
 }
@@ -72,7 +86,7 @@ impl FromStr for CodecId {
             .find(|codec| codec.name() == s)
             .ok_or_else(|| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "store, zstd, lz4, pattern",
+                expected: "store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes",
             })
     }
 }
@@ -108,7 +122,7 @@ impl FromStr for CodecChoice {
             .map(CodecChoice::Only)
             .map_err(|_| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "auto, store, zstd, lz4, pattern",
+                expected: "auto, store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes",
             })
     }
 }
@@ -333,6 +347,10 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
             zstd_encode(&mut enc.cctx, raw, params.zstd_level, params.zstd_long, out)
         })?
         .then_some(CodecId::Zstd),
+        CodecChoice::Only(codec) => {
+            let kind = FloatKind::of(codec).expect("every other codec is matched above");
+            planes_encode(raw, kind, params, out)?
+        }
     };
     match shrank {
         Some(codec) => {
@@ -345,6 +363,54 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
             Ok(CodecId::Store)
         }
     }
+}
+
+/// Encodes a chunk of float values of `kind` (a tensor's bytes): as planes
+/// ([`FloatKind::codec`]) under [`CodecChoice::Auto`], since a probe of the bytes cannot
+/// see what planes gain; as [`encode`] does under any other choice.
+pub fn encode_tensor(
+    raw: &[u8],
+    kind: FloatKind,
+    params: &EncodeParams,
+    out: &mut Vec<u8>,
+) -> Result<CodecId, Error> {
+    if params.choice != CodecChoice::Auto {
+        return encode(raw, params, out);
+    }
+    params.validate()?;
+    if pattern::encode(raw, out) {
+        return Ok(CodecId::Pattern);
+    }
+    match planes_encode(raw, kind, params, out)? {
+        Some(codec) => Ok(codec),
+        None => {
+            out.clear();
+            out.extend_from_slice(raw);
+            Ok(CodecId::Store)
+        }
+    }
+}
+
+/// Codes `raw` as planes of `kind`, each with zstd at the configured level; `None` when
+/// that would not shrink it.
+fn planes_encode(
+    raw: &[u8],
+    kind: FloatKind,
+    params: &EncodeParams,
+    out: &mut Vec<u8>,
+) -> Result<Option<CodecId>, Error> {
+    with_zstd_encoder(|enc| {
+        let mut code = |plane: &[u8], coded: &mut Vec<u8>| {
+            zstd_encode(
+                &mut enc.cctx,
+                plane,
+                params.zstd_level,
+                params.zstd_long,
+                coded,
+            )
+        };
+        Ok(tensor::encode(raw, kind, &mut code, out)?.then_some(kind.codec()))
+    })
 }
 
 /// The `auto` choice. Returns the codec whose output is in `out`, or `None` for store.
@@ -454,28 +520,42 @@ fn decode_into(
                 )));
             }
         }
-        CodecId::Zstd => {
-            // Checked before decoding so that a frame declaring another size costs nothing.
-            match zstd_safe::get_frame_content_size(stored) {
-                Ok(Some(declared)) if declared != raw_len as u64 => {
-                    return Err(corrupt(format!(
-                        "frame declares {declared} bytes, chunk records {raw_len}"
-                    )));
-                }
-                Ok(_) => {}
-                Err(_) => return Err(corrupt("no valid zstd frame header".into())),
-            }
-            out.reserve_exact(raw_len);
-            let n = with_zstd_decoder(|dctx| {
-                dctx.decompress(out, stored)
-                    .map_err(|code| corrupt(zstd_safe::get_error_name(code).to_owned()))
-            })?;
-            if n != raw_len {
-                return Err(corrupt(format!(
-                    "frame decodes to {n} bytes, chunk records {raw_len}"
-                )));
-            }
+        CodecId::Zstd => zstd_decode(stored, raw_len, out)?,
+        CodecId::Bf16Planes | CodecId::F16Planes | CodecId::F32Planes => {
+            let kind = FloatKind::of(codec).expect("a planes codec");
+            tensor::decode(stored, raw_len, kind, &mut zstd_decode, out)?;
         }
+    }
+    Ok(())
+}
+
+/// Decodes one zstd frame of exactly `raw_len` bytes into `out`, which must be empty
+/// (zstd writes from the start of the buffer).
+fn zstd_decode(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+    let corrupt = |reason: String| Error::Corrupt {
+        codec: CodecId::Zstd,
+        reason,
+    };
+    // Checked before decoding so that a frame declaring another size costs nothing.
+    match zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(declared)) if declared != raw_len as u64 => {
+            return Err(corrupt(format!(
+                "frame declares {declared} bytes, chunk records {raw_len}"
+            )));
+        }
+        Ok(_) => {}
+        Err(_) => return Err(corrupt("no valid zstd frame header".into())),
+    }
+    debug_assert!(out.is_empty());
+    out.reserve_exact(raw_len);
+    let n = with_zstd_decoder(|dctx| {
+        dctx.decompress(out, stored)
+            .map_err(|code| corrupt(zstd_safe::get_error_name(code).to_owned()))
+    })?;
+    if n != raw_len {
+        return Err(corrupt(format!(
+            "frame decodes to {n} bytes, chunk records {raw_len}"
+        )));
     }
     Ok(())
 }
@@ -641,17 +721,17 @@ mod tests {
         let err = "brotli".parse::<CodecChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern)"#
+            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes)"#
         );
     }
 
     #[test]
     fn unknown_codec_id_says_which() {
-        let err = CodecId::try_from(4).unwrap_err();
-        assert!(matches!(err, Error::UnknownCodec { id: 4 }));
+        let err = CodecId::try_from(7).unwrap_err();
+        assert!(matches!(err, Error::UnknownCodec { id: 7 }));
         assert_eq!(
             err.to_string(),
-            "unknown codec id 4 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern)"
+            "unknown codec id 7 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 4 bf16-planes, 5 f16-planes, 6 f32-planes)"
         );
         assert!(CodecId::try_from(255).is_err());
     }

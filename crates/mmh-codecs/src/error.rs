@@ -10,7 +10,9 @@ use crate::CodecId;
 #[non_exhaustive]
 pub enum Error {
     /// A codec id byte that this version does not know (from a newer writer, or corruption).
-    #[error("unknown codec id {id} (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern)")]
+    #[error(
+        "unknown codec id {id} (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 4 bf16-planes, 5 f16-planes, 6 f32-planes)"
+    )]
     UnknownCodec {
         /// The byte as read.
         id: u8,

@@ -52,9 +52,11 @@ mod codec;
 mod error;
 mod pattern;
 mod planes;
+mod tensor;
 
 pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};
-pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode};
+pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode, encode_tensor};
 pub use error::Error;
 pub use pattern::MAX_PATTERN_PERIOD;
 pub use planes::{join_planes, split_planes};
+pub use tensor::FloatKind;

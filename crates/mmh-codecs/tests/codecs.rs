@@ -1,6 +1,8 @@
 //! Encode/decode roundtrips for every codec choice, and decoding of hostile input.
 
-use mmh_codecs::{CodecChoice, CodecId, EncodeParams, Error, decode, encode};
+use mmh_codecs::{
+    CodecChoice, CodecId, EncodeParams, Error, FloatKind, decode, encode, encode_tensor,
+};
 use proptest::prelude::*;
 
 fn choices() -> impl Strategy<Value = CodecChoice> {
@@ -10,6 +12,9 @@ fn choices() -> impl Strategy<Value = CodecChoice> {
         Just(CodecChoice::Only(CodecId::Zstd)),
         Just(CodecChoice::Only(CodecId::Lz4)),
         Just(CodecChoice::Only(CodecId::Pattern)),
+        Just(CodecChoice::Only(CodecId::Bf16Planes)),
+        Just(CodecChoice::Only(CodecId::F16Planes)),
+        Just(CodecChoice::Only(CodecId::F32Planes)),
     ]
 }
 
@@ -97,7 +102,7 @@ proptest! {
     fn random_stored_bytes_never_panic(
         stored in prop::collection::vec(any::<u8>(), 0..2000),
         raw_len in 0..=(1usize << 20),
-        id in 0u8..4,
+        id in 0u8..7,
     ) {
         let codec = CodecId::try_from(id).unwrap();
         let mut out = Vec::new();
@@ -285,4 +290,80 @@ fn incompressible_only_choices_fall_back_to_store() {
         CodecId::Store
     );
     assert!(stored.is_empty());
+}
+
+/// Float values as a trained model holds them: most near zero with a few exponents,
+/// plus every special value (NaN payloads, infinities, subnormals, -0.0).
+fn weights(kind: FloatKind, values: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::new();
+    for i in 0..values {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Full-precision mantissas, as trained weights have; a narrow range of exponents.
+        let gaussianish = ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 * 0.1;
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e-40,
+            f32::from_bits(0x7FC0_1234),
+        ];
+        let value = if i % 97 == 0 {
+            special[i / 97 % special.len()]
+        } else {
+            gaussianish
+        };
+        match kind {
+            FloatKind::F32 => out.extend_from_slice(&value.to_bits().to_le_bytes()),
+            FloatKind::Bf16 => {
+                out.extend_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes())
+            }
+            // A crude half: the bit patterns matter, not the rounding.
+            FloatKind::F16 => {
+                out.extend_from_slice(&((value.to_bits() >> 16) as u16 ^ 0x4000).to_le_bytes())
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn float_planes_roundtrip_any_length(kind in 0usize..3, values in 0usize..3000, extra in 0usize..4, seed in any::<u64>()) {
+        let kind = [FloatKind::Bf16, FloatKind::F16, FloatKind::F32][kind];
+        let mut raw = weights(kind, values, seed);
+        raw.extend(std::iter::repeat_n(0xA5, extra));
+        let mut stored = Vec::new();
+        let codec = encode_tensor(&raw, kind, &EncodeParams::default(), &mut stored).unwrap();
+        prop_assert!(stored.len() <= raw.len());
+        let mut back = Vec::new();
+        decode(codec, &stored, raw.len(), &mut back).unwrap();
+        prop_assert_eq!(back, raw);
+    }
+}
+
+#[test]
+fn planes_code_weights_smaller_than_zstd() {
+    for kind in [FloatKind::Bf16, FloatKind::F32] {
+        let raw = weights(kind, 1 << 16, 7);
+        let (mut planes, mut plain) = (Vec::new(), Vec::new());
+        assert_eq!(
+            encode_tensor(&raw, kind, &EncodeParams::default(), &mut planes).unwrap(),
+            kind.codec()
+        );
+        let zstd = EncodeParams {
+            choice: CodecChoice::Only(CodecId::Zstd),
+            ..EncodeParams::default()
+        };
+        encode(&raw, &zstd, &mut plain).unwrap();
+        assert!(
+            planes.len() < plain.len(),
+            "{kind:?}: planes {} vs zstd {}",
+            planes.len(),
+            plain.len()
+        );
+    }
 }

@@ -12,9 +12,9 @@
 
 use std::io::Read;
 
-use mmh_codecs::{Accelerator, CdcParams};
+use mmh_codecs::{Accelerator, CdcParams, FloatKind};
 use mmh_format::MAX_DELTA_PLANES;
-use mmh_model::{Layout, Sniff};
+use mmh_model::{DType, Layout, Sniff};
 
 use crate::{Error, Result};
 
@@ -30,6 +30,8 @@ pub(crate) struct TensorPiece {
     pub len: u32,
     /// Bytes per element of the (first) tensor, 1 to 8: how a delta splits into planes.
     pub width: u8,
+    /// The tensor's float format, when the tensor codec has planes for it.
+    pub float: Option<FloatKind>,
 }
 
 /// A stretch of a file cut one way.
@@ -47,6 +49,7 @@ struct RegionTensor {
     name: String,
     /// Bytes per element, 1 to 8.
     width: u8,
+    float: Option<FloatKind>,
 }
 
 /// Receives each chunk and the tensor piece it holds; returns false to stop the cut.
@@ -100,7 +103,7 @@ impl Chunker<'_> {
             let avail = left_in_region.min(buf.len() as u64) as usize;
             let mut consumed = 0;
             match tensor {
-                Some(RegionTensor { name, width }) => {
+                Some(RegionTensor { name, width, float }) => {
                     while consumed < avail {
                         let offset = pos + consumed as u64 - start;
                         let len = (piece_len - offset % piece_len).min((avail - consumed) as u64);
@@ -112,6 +115,7 @@ impl Chunker<'_> {
                             offset,
                             len: len as u32,
                             width: *width,
+                            float: *float,
                         };
                         let bytes = &buf[consumed..consumed + len as usize];
                         if !emit(bytes, Some(piece))? {
@@ -207,6 +211,12 @@ impl Chunker<'_> {
                             .size_bytes()
                             .filter(|w| (1..=u64::from(MAX_DELTA_PLANES)).contains(w))
                             .map_or(1, |w| w as u8),
+                        float: match tensor.dtype {
+                            DType::BF16 => Some(FloatKind::Bf16),
+                            DType::F16 => Some(FloatKind::F16),
+                            DType::F32 => Some(FloatKind::F32),
+                            _ => None,
+                        },
                     }),
                 }),
             }
@@ -241,6 +251,7 @@ impl Chunker<'_> {
                     offset: pos - r.start,
                     len,
                     width: t.width,
+                    float: t.float,
                 });
                 pos += u64::from(len);
                 piece
@@ -344,6 +355,7 @@ mod tests {
                 offset,
                 len,
                 width: 4,
+                float: Some(FloatKind::F32),
             })
         };
         assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 
-use mmh_codecs::CodecId;
+use mmh_codecs::{CodecId, FloatKind};
 use mmh_format::{ArchiveWriter, ChunkRecord, ChunkSource, Digest, Entry, EntryKind};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -200,7 +200,14 @@ pub(crate) fn fold_entries<'a, W: Write + Send>(
                 let mut pieces = 0;
                 chunker.cut(&mut input, &mut |bytes, tensor| {
                     pieces += 1;
-                    if slot.raw.len() + bytes.len() > frame_size {
+                    // Float tensor data of one format gets frames of its own, which
+                    // the tensor codec can code as planes.
+                    let float = tensor.as_ref().and_then(|t| t.float);
+                    let other_kind = slot
+                        .pieces
+                        .last()
+                        .is_some_and(|p| p.tensor.as_ref().and_then(|t| t.float) != float);
+                    if slot.raw.len() + bytes.len() > frame_size || other_kind {
                         let Ok(next) = free_rx.recv() else {
                             return Ok(false);
                         };
@@ -316,6 +323,18 @@ impl Slot {
     }
 }
 
+/// The float format of a frame that holds only pieces of float tensors of one format,
+/// stored as they are (not deltas): such a frame is coded as planes of that format.
+fn float_frame(pieces: &[Piece]) -> Option<FloatKind> {
+    let mut stored = pieces
+        .iter()
+        .filter(|p| !matches!(p.plan, Plan::Base(_) | Plan::Repeat));
+    let kind = stored.next()?.tensor.as_ref()?.float?;
+    stored
+        .all(|p| p.plan == Plan::Store && p.tensor.as_ref().and_then(|t| t.float) == Some(kind))
+        .then_some(kind)
+}
+
 /// The bytes of each piece, cut from the slot's bytes.
 fn split<'r>(raw: &'r [u8], pieces: &[Piece]) -> Vec<&'r [u8]> {
     let mut at = 0;
@@ -377,7 +396,10 @@ impl Work<'_> {
             }
         }
         if !frame.is_empty() {
-            *codec = Some(mmh_codecs::encode(frame, &self.options.encode, stored)?);
+            *codec = Some(match float_frame(pieces) {
+                Some(kind) => mmh_codecs::encode_tensor(frame, kind, &self.options.encode, stored)?,
+                None => mmh_codecs::encode(frame, &self.options.encode, stored)?,
+            });
         }
         Ok(())
     }

@@ -102,9 +102,11 @@ fn a_fine_tuned_model_stores_only_its_changes() {
         size(&dir.path().join("v1.mmh")),
         size(&dir.path().join("v2.mmh")),
     );
+    // Weights keep most of their size even as planes, so what follows compares the base
+    // fold with a full one, not with an archive of nothing.
     assert!(
-        v1_size > v2.len() as u64 * 9 / 10,
-        "weights barely compress: {v1_size}"
+        v1_size > v2.len() as u64 / 2,
+        "weights keep most of their size: {v1_size}"
     );
     assert!(
         v2_size * 10 < v1_size,

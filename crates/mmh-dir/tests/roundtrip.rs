@@ -446,3 +446,26 @@ fn invalid_options_are_refused_with_their_range() {
     };
     assert!(fold_stream(&b""[..], meta(), Vec::new(), &bad_level, &Quiet).is_err());
 }
+
+#[test]
+fn float_tensors_are_coded_as_planes_and_roundtrip() {
+    let model = common::safetensors(&common::model_tensors(8, 16 * 1024, 5));
+    let (archive, summary) = common::fold_bytes(&model, "m.safetensors", &FoldOptions::default());
+    assert!(
+        summary
+            .frames_by_codec
+            .iter()
+            .any(|(codec, _)| *codec == mmh_codecs::CodecId::F32Planes),
+        "{summary:?}"
+    );
+    let chain = mmh_dir::Chain::standalone(mmh_format::Archive::open(archive).unwrap()).unwrap();
+    let mut out = Vec::new();
+    mmh_dir::unfold_entry(
+        &chain,
+        mmh_dir::single_file(chain.index()).unwrap(),
+        &mut out,
+        &mmh_dir::Quiet,
+    )
+    .unwrap();
+    assert_eq!(out, model);
+}
