@@ -333,6 +333,23 @@ fn zstd_encode(
     }
 }
 
+/// [`zstd_encode`] at the level and long mode `params` ask for.
+fn zstd_as_asked(
+    cctx: &mut CCtx<'static>,
+    raw: &[u8],
+    params: &EncodeParams,
+    out: &mut Vec<u8>,
+) -> Result<bool, Error> {
+    zstd_encode(
+        cctx,
+        raw,
+        params.zstd_level,
+        params.zstd_long,
+        Matches::ForLevel,
+        out,
+    )
+}
+
 /// Compresses `raw` into one LZ4 block in `out`. Returns whether it is smaller than `raw`.
 fn lz4_encode(raw: &[u8], out: &mut Vec<u8>) -> Result<bool, Error> {
     out.clear();
@@ -364,17 +381,10 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
             pattern::encode(raw, out).then_some(CodecId::Pattern)
         }
         CodecChoice::Only(CodecId::Lz4) => lz4_encode(raw, out)?.then_some(CodecId::Lz4),
-        CodecChoice::Only(CodecId::Zstd) => with_zstd_encoder(|enc| {
-            zstd_encode(
-                &mut enc.cctx,
-                raw,
-                params.zstd_level,
-                params.zstd_long,
-                Matches::ForLevel,
-                out,
-            )
-        })?
-        .then_some(CodecId::Zstd),
+        CodecChoice::Only(CodecId::Zstd) => {
+            with_zstd_encoder(|enc| zstd_as_asked(&mut enc.cctx, raw, params, out))?
+                .then_some(CodecId::Zstd)
+        }
         CodecChoice::Only(codec) => {
             let kind = FloatKind::of(codec).expect("every other codec is matched above");
             planes_encode(raw, kind, params, out)?
@@ -519,14 +529,7 @@ fn auto(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Option<C
             out.extend_from_slice(&enc.probe);
             zstd1_shrank
         } else {
-            zstd_encode(
-                &mut enc.cctx,
-                raw,
-                params.zstd_level,
-                params.zstd_long,
-                Matches::ForLevel,
-                out,
-            )?
+            zstd_as_asked(&mut enc.cctx, raw, params, out)?
         };
         Ok(shrank.then_some(CodecId::Zstd))
     })
