@@ -57,7 +57,7 @@ pub use mmh_codecs::CdcParams;
 pub use mmh_verify::Chain;
 pub use output::{Overwrite, PendingFile};
 pub use pipeline::FoldSummary;
-pub use tensors::tensor_layout;
+pub use tensors::{file_tensor_layout, tensor_layout};
 pub use tree::{TreeSummary, fold_tree, unfold_path, unfold_tree};
 pub use unfold::{
     StreamSummary, find_entry, open_archive, open_file, read_range, single_file, spool_archive,

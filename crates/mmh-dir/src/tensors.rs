@@ -2,6 +2,11 @@
 //! without unfolding the rest: what `Archive.tensors` in the Python module (and a
 //! listing of tensors) shows.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::Path;
+
 use mmh_format::{EntryKind, ReadAt};
 use mmh_model::{Layout, Sniff};
 use mmh_verify::Chain;
@@ -29,8 +34,39 @@ pub fn tensor_layout<R: ReadAt>(chain: &Chain<R>, entry: &str) -> Result<Option<
             return Err(Error::NotAFile { name: entry.into() });
         }
     };
+    layout_of(size, |range, head| {
+        read_range(chain, entry, range, head).map(drop)
+    })
+}
+
+/// The layout of the file at `path` if it is a model file, read as [`tensor_layout`]
+/// reads an archived one; `None` for any other file (a directory or a missing file is
+/// an error).
+pub fn file_tensor_layout(path: &Path) -> Result<Option<Layout>> {
+    let mut file = File::open(path).map_err(Error::io("cannot open the model file", Some(path)))?;
+    let size = file
+        .metadata()
+        .map_err(Error::io("cannot read the metadata of", Some(path)))?
+        .len();
+    layout_of(size, |range, head| {
+        file.seek(SeekFrom::Start(range.start))
+            .and_then(|_| {
+                (&mut file)
+                    .take(range.end - range.start)
+                    .read_to_end(head)
+                    .map(drop)
+            })
+            .map_err(Error::io("cannot read the model file", Some(path)))
+    })
+}
+
+/// Sniffs a file of `size` bytes whose byte ranges `read` appends to a buffer.
+fn layout_of(
+    size: u64,
+    mut read: impl FnMut(Range<u64>, &mut Vec<u8>) -> Result<()>,
+) -> Result<Option<Layout>> {
     let mut head = Vec::new();
-    read_range(chain, entry, 0..FIRST_HEAD.min(size), &mut head)?;
+    read(0..FIRST_HEAD.min(size), &mut head)?;
     loop {
         match mmh_model::sniff(&head, size) {
             Ok(Sniff::Model(layout)) => return Ok(Some(layout)),
@@ -39,7 +75,11 @@ pub fn tensor_layout<R: ReadAt>(chain: &Chain<R>, entry: &str) -> Result<Option<
                 if needed <= MAX_HEAD.min(size) && needed > head.len() as u64 =>
             {
                 let have = head.len() as u64;
-                read_range(chain, entry, have..needed, &mut head)?;
+                read(have..needed, &mut head)?;
+                if (head.len() as u64) < needed {
+                    // The file shrank while being read: not a model we can place.
+                    return Ok(None);
+                }
             }
             _ => return Ok(None),
         }
@@ -110,6 +150,22 @@ mod tests {
         let mut truncated = safetensors(1000, 0);
         truncated.truncate(2000);
         assert_eq!(tensor_layout(&archive_of(&truncated), "m").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_on_disk_has_the_layout_its_archive_has() {
+        let file = safetensors(1000, 70_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        std::fs::write(&path, &file).unwrap();
+        let on_disk = file_tensor_layout(&path).unwrap().unwrap();
+        assert_eq!(
+            Some(on_disk),
+            tensor_layout(&archive_of(&file), "m").unwrap()
+        );
+        std::fs::write(&path, b"plain text").unwrap();
+        assert_eq!(file_tensor_layout(&path).unwrap(), None);
+        assert!(file_tensor_layout(&dir.path().join("missing")).is_err());
     }
 
     #[test]
