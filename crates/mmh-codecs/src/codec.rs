@@ -25,25 +25,34 @@ pub enum CodecId {
     Lz4 = 2,
     /// A short period repeated; see [`MAX_PATTERN_PERIOD`](crate::MAX_PATTERN_PERIOD).
     Pattern = 3,
-    /// bfloat16 values as bit planes, each plane zstd or stored (see
-    /// [`FloatKind`](crate::FloatKind)).
-    Bf16Planes = 4,
-    /// IEEE half values as byte planes, each plane zstd or stored.
-    F16Planes = 5,
-    /// IEEE single values as bit planes, each plane zstd or stored.
-    F32Planes = 6,
+    // Ids 4 to 6 were the bit planes of development builds; they are not read.
+    /// bfloat16 values by the tensor codec (see [`FloatKind`](crate::FloatKind)).
+    Bf16 = 7,
+    /// IEEE half values by the tensor codec.
+    F16 = 8,
+    /// IEEE single values by the tensor codec.
+    F32 = 9,
+    /// IEEE double values by the tensor codec.
+    F64 = 10,
+    /// OCP FP8 E4M3 values by the tensor codec.
+    F8E4M3 = 11,
+    /// OCP FP8 E5M2 values by the tensor codec.
+    F8E5M2 = 12,
 }
 
 impl CodecId {
     /// Every codec, in id order.
-    pub const ALL: [CodecId; 7] = [
+    pub const ALL: [CodecId; 10] = [
         CodecId::Store,
         CodecId::Zstd,
         CodecId::Lz4,
         CodecId::Pattern,
-        CodecId::Bf16Planes,
-        CodecId::F16Planes,
-        CodecId::F32Planes,
+        CodecId::Bf16,
+        CodecId::F16,
+        CodecId::F32,
+        CodecId::F64,
+        CodecId::F8E4M3,
+        CodecId::F8E5M2,
     ];
 
     /// The name used in messages and on the command line.
@@ -53,9 +62,12 @@ impl CodecId {
             CodecId::Zstd => "zstd",
             CodecId::Lz4 => "lz4",
             CodecId::Pattern => "pattern",
-            CodecId::Bf16Planes => "bf16-planes",
-            CodecId::F16Planes => "f16-planes",
-            CodecId::F32Planes => "f32-planes",
+            CodecId::Bf16 => "bf16",
+            CodecId::F16 => "f16",
+            CodecId::F32 => "f32",
+            CodecId::F64 => "f64",
+            CodecId::F8E4M3 => "f8-e4m3",
+            CodecId::F8E5M2 => "f8-e5m2",
         }
     }
 }
@@ -86,7 +98,7 @@ impl FromStr for CodecId {
             .find(|codec| codec.name() == s)
             .ok_or_else(|| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes",
+                expected: "store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2",
             })
     }
 }
@@ -122,7 +134,7 @@ impl FromStr for CodecChoice {
             .map(CodecChoice::Only)
             .map_err(|_| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "auto, store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes",
+                expected: "auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2",
             })
     }
 }
@@ -258,18 +270,6 @@ fn zstd_error(code: zstd_safe::ErrorCode, during: &str) -> Error {
     }
 }
 
-/// How hard zstd looks for matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Matches {
-    /// As the level sets it.
-    ForLevel,
-    /// Only long ones, from a small table: for byte planes of floats, which are nearly all
-    /// literals and gain from leaving them to zstd's Huffman stage. Measured with level 1
-    /// on the exponent plane of a bf16 model (15.6 MB): 5.96 MB as the level sets it,
-    /// 5.63 MB with a 2^6 hash table and matches of 7 bytes or more (fp32: 3.37 → 3.08 MB).
-    Few,
-}
-
 /// Compresses `raw` with zstd into `out`. Returns whether the frame is smaller than `raw`;
 /// if not, `out` holds nothing useful.
 fn zstd_encode(
@@ -277,7 +277,6 @@ fn zstd_encode(
     raw: &[u8],
     level: i32,
     long: bool,
-    matches: Matches,
     out: &mut Vec<u8>,
 ) -> Result<bool, Error> {
     let window_log = if long {
@@ -292,18 +291,10 @@ fn zstd_encode(
     // `false` is zstd's "auto", which enables long-distance matching only for the
     // strongest strategies at a 128 MiB window; either way the window stays within
     // ZSTD_WINDOW_LOG_MAX, so every frame decodes.
-    // 0 is zstd's "default for the level": a context reused after a `Few` call must not
-    // keep its settings.
-    let (hash_log, min_match) = match matches {
-        Matches::ForLevel => (0, 0),
-        Matches::Few => (6, 7),
-    };
     for param in [
         CParameter::CompressionLevel(level),
         CParameter::EnableLongDistanceMatching(long),
         CParameter::WindowLog(window_log),
-        CParameter::HashLog(hash_log),
-        CParameter::MinMatch(min_match),
     ] {
         cctx.set_parameter(param)
             .map_err(|code| zstd_error(code, "setting parameters"))?;
@@ -340,14 +331,7 @@ fn zstd_as_asked(
     params: &EncodeParams,
     out: &mut Vec<u8>,
 ) -> Result<bool, Error> {
-    zstd_encode(
-        cctx,
-        raw,
-        params.zstd_level,
-        params.zstd_long,
-        Matches::ForLevel,
-        out,
-    )
+    zstd_encode(cctx, raw, params.zstd_level, params.zstd_long, out)
 }
 
 /// Compresses `raw` into one LZ4 block in `out`. Returns whether it is smaller than `raw`.
@@ -387,7 +371,7 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
         }
         CodecChoice::Only(codec) => {
             let kind = FloatKind::of(codec).expect("every other codec is matched above");
-            planes_encode(raw, kind, params, out)?
+            tensor::encode(raw, kind, out).then_some(codec)
         }
     };
     match shrank {
@@ -403,9 +387,9 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
     }
 }
 
-/// Encodes a chunk of float values of `kind` (a tensor's bytes): as planes
+/// Encodes a chunk of float values of `kind` (a tensor's bytes): with the tensor codec
 /// ([`FloatKind::codec`]) under [`CodecChoice::Auto`], since a probe of the bytes cannot
-/// see what planes gain; as [`encode`] does under any other choice.
+/// see what it gains; as [`encode`] does under any other choice.
 pub fn encode_tensor(
     raw: &[u8],
     kind: FloatKind,
@@ -419,51 +403,12 @@ pub fn encode_tensor(
     if pattern::encode(raw, out) {
         return Ok(CodecId::Pattern);
     }
-    match planes_encode(raw, kind, params, out)? {
-        Some(codec) => Ok(codec),
-        None => {
-            out.clear();
-            out.extend_from_slice(raw);
-            Ok(CodecId::Store)
-        }
+    if tensor::encode(raw, kind, out) {
+        return Ok(kind.codec());
     }
-}
-
-/// Codes `raw` as planes of `kind`, each with zstd or stored; `None` when that would not
-/// shrink it.
-fn planes_encode(
-    raw: &[u8],
-    kind: FloatKind,
-    params: &EncodeParams,
-    out: &mut Vec<u8>,
-) -> Result<Option<CodecId>, Error> {
-    // A plane is nearly all literals, and zstd's fast levels leave more of them to its
-    // Huffman stage: measured on the exponent plane of a bf16 model (15.6 MB), level 1
-    // gives 5.96 MB, level 3 6.64, level 9 6.26, level 15 6.13; only 19 and up do better
-    // (5.77) than level 1, at 300 times its time.
-    let level = if params.zstd_level >= 19 {
-        params.zstd_level
-    } else {
-        1
-    };
-    with_zstd_encoder(|enc| {
-        let mut code = |plane: &[u8], coded: &mut Vec<u8>| {
-            let matches = if level == 1 {
-                Matches::Few
-            } else {
-                Matches::ForLevel
-            };
-            zstd_encode(
-                &mut enc.cctx,
-                plane,
-                level,
-                params.zstd_long,
-                matches,
-                coded,
-            )
-        };
-        Ok(tensor::encode(raw, kind, &mut code, out)?.then_some(kind.codec()))
-    })
+    out.clear();
+    out.extend_from_slice(raw);
+    Ok(CodecId::Store)
 }
 
 /// The `auto` choice. Returns the codec whose output is in `out`, or `None` for store.
@@ -497,14 +442,7 @@ fn auto(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Option<C
         // already the result.
         let lz4_shrank = lz4_encode(sample, out)?;
         let lz4_len = if lz4_shrank { out.len() } else { sample_len };
-        let zstd1_shrank = zstd_encode(
-            &mut enc.probe_cctx,
-            sample,
-            1,
-            false,
-            Matches::ForLevel,
-            &mut enc.probe,
-        )?;
+        let zstd1_shrank = zstd_encode(&mut enc.probe_cctx, sample, 1, false, &mut enc.probe)?;
         let zstd1_len = if zstd1_shrank {
             enc.probe.len()
         } else {
@@ -581,9 +519,14 @@ fn decode_into(
             }
         }
         CodecId::Zstd => zstd_decode(stored, raw_len, out)?,
-        CodecId::Bf16Planes | CodecId::F16Planes | CodecId::F32Planes => {
-            let kind = FloatKind::of(codec).expect("a planes codec");
-            tensor::decode(stored, raw_len, kind, &mut zstd_decode, out)?;
+        CodecId::Bf16
+        | CodecId::F16
+        | CodecId::F32
+        | CodecId::F64
+        | CodecId::F8E4M3
+        | CodecId::F8E5M2 => {
+            let kind = FloatKind::of(codec).expect("a tensor codec");
+            tensor::decode(stored, raw_len, kind, out).map_err(corrupt)?;
         }
     }
     Ok(())
@@ -781,17 +724,18 @@ mod tests {
         let err = "brotli".parse::<CodecChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern, bf16-planes, f16-planes, f32-planes)"#
+            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2)"#
         );
     }
 
     #[test]
     fn unknown_codec_id_says_which() {
-        let err = CodecId::try_from(7).unwrap_err();
-        assert!(matches!(err, Error::UnknownCodec { id: 7 }));
+        // 4 to 6 were the bit planes of development builds.
+        let err = CodecId::try_from(4).unwrap_err();
+        assert!(matches!(err, Error::UnknownCodec { id: 4 }));
         assert_eq!(
             err.to_string(),
-            "unknown codec id 7 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 4 bf16-planes, 5 f16-planes, 6 f32-planes)"
+            "unknown codec id 4 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 7 bf16, 8 f16, 9 f32, 10 f64, 11 f8-e4m3, 12 f8-e5m2)"
         );
         assert!(CodecId::try_from(255).is_err());
     }

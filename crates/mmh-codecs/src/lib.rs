@@ -52,6 +52,7 @@ mod codec;
 mod error;
 mod pattern;
 mod planes;
+mod rans;
 mod tensor;
 
 pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};

@@ -12,9 +12,12 @@ fn choices() -> impl Strategy<Value = CodecChoice> {
         Just(CodecChoice::Only(CodecId::Zstd)),
         Just(CodecChoice::Only(CodecId::Lz4)),
         Just(CodecChoice::Only(CodecId::Pattern)),
-        Just(CodecChoice::Only(CodecId::Bf16Planes)),
-        Just(CodecChoice::Only(CodecId::F16Planes)),
-        Just(CodecChoice::Only(CodecId::F32Planes)),
+        Just(CodecChoice::Only(CodecId::Bf16)),
+        Just(CodecChoice::Only(CodecId::F16)),
+        Just(CodecChoice::Only(CodecId::F32)),
+        Just(CodecChoice::Only(CodecId::F64)),
+        Just(CodecChoice::Only(CodecId::F8E4M3)),
+        Just(CodecChoice::Only(CodecId::F8E5M2)),
     ]
 }
 
@@ -102,9 +105,8 @@ proptest! {
     fn random_stored_bytes_never_panic(
         stored in prop::collection::vec(any::<u8>(), 0..2000),
         raw_len in 0..=(1usize << 20),
-        id in 0u8..7,
+        codec in prop::sample::select(CodecId::ALL.to_vec()),
     ) {
-        let codec = CodecId::try_from(id).unwrap();
         let mut out = Vec::new();
         if decode(codec, &stored, raw_len, &mut out).is_ok() {
             prop_assert_eq!(out.len(), raw_len);
@@ -316,15 +318,15 @@ fn weights(kind: FloatKind, values: usize, seed: u64) -> Vec<u8> {
         } else {
             gaussianish
         };
+        // Crude conversions for the narrower kinds: the bit patterns matter, not the
+        // rounding.
+        let bits = value.to_bits();
         match kind {
-            FloatKind::F32 => out.extend_from_slice(&value.to_bits().to_le_bytes()),
-            FloatKind::Bf16 => {
-                out.extend_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes())
-            }
-            // A crude half: the bit patterns matter, not the rounding.
-            FloatKind::F16 => {
-                out.extend_from_slice(&((value.to_bits() >> 16) as u16 ^ 0x4000).to_le_bytes())
-            }
+            FloatKind::F64 => out.extend_from_slice(&f64::from(value).to_bits().to_le_bytes()),
+            FloatKind::F32 => out.extend_from_slice(&bits.to_le_bytes()),
+            FloatKind::Bf16 => out.extend_from_slice(&((bits >> 16) as u16).to_le_bytes()),
+            FloatKind::F16 => out.extend_from_slice(&((bits >> 16) as u16 ^ 0x4000).to_le_bytes()),
+            FloatKind::F8E4M3 | FloatKind::F8E5M2 => out.push((bits >> 24) as u8 ^ 0x40),
         }
     }
     out
@@ -332,8 +334,8 @@ fn weights(kind: FloatKind, values: usize, seed: u64) -> Vec<u8> {
 
 proptest! {
     #[test]
-    fn float_planes_roundtrip_any_length(kind in 0usize..3, values in 0usize..3000, extra in 0usize..4, seed in any::<u64>()) {
-        let kind = [FloatKind::Bf16, FloatKind::F16, FloatKind::F32][kind];
+    fn tensors_roundtrip_any_length(kind in 0usize..6, values in 0usize..3000, extra in 0usize..8, seed in any::<u64>()) {
+        let kind = FloatKind::ALL[kind];
         let mut raw = weights(kind, values, seed);
         raw.extend(std::iter::repeat_n(0xA5, extra));
         let mut stored = Vec::new();
@@ -346,12 +348,12 @@ proptest! {
 }
 
 #[test]
-fn planes_code_weights_smaller_than_zstd() {
-    for kind in [FloatKind::Bf16, FloatKind::F32] {
+fn the_tensor_codec_codes_weights_smaller_than_zstd() {
+    for kind in FloatKind::ALL {
         let raw = weights(kind, 1 << 16, 7);
-        let (mut planes, mut plain) = (Vec::new(), Vec::new());
+        let (mut coded, mut plain) = (Vec::new(), Vec::new());
         assert_eq!(
-            encode_tensor(&raw, kind, &EncodeParams::default(), &mut planes).unwrap(),
+            encode_tensor(&raw, kind, &EncodeParams::default(), &mut coded).unwrap(),
             kind.codec()
         );
         let zstd = EncodeParams {
@@ -360,9 +362,9 @@ fn planes_code_weights_smaller_than_zstd() {
         };
         encode(&raw, &zstd, &mut plain).unwrap();
         assert!(
-            planes.len() < plain.len(),
-            "{kind:?}: planes {} vs zstd {}",
-            planes.len(),
+            coded.len() < plain.len(),
+            "{kind:?}: tensor codec {} vs zstd {}",
+            coded.len(),
             plain.len()
         );
     }

@@ -455,7 +455,7 @@ fn float_tensors_are_coded_as_planes_and_roundtrip() {
         summary
             .frames_by_codec
             .iter()
-            .any(|(codec, _)| *codec == mmh_codecs::CodecId::F32Planes),
+            .any(|(codec, _)| *codec == mmh_codecs::CodecId::F32),
         "{summary:?}"
     );
     let chain = mmh_dir::Chain::standalone(mmh_format::Archive::open(archive).unwrap()).unwrap();
