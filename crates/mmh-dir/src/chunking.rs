@@ -211,12 +211,7 @@ impl Chunker<'_> {
                             .size_bytes()
                             .filter(|w| (1..=u64::from(MAX_DELTA_PLANES)).contains(w))
                             .map_or(1, |w| w as u8),
-                        float: match tensor.dtype {
-                            DType::BF16 => Some(FloatKind::Bf16),
-                            DType::F16 => Some(FloatKind::F16),
-                            DType::F32 => Some(FloatKind::F32),
-                            _ => None,
-                        },
+                        float: float_kind(&tensor.dtype),
                     }),
                 }),
             }
@@ -267,6 +262,19 @@ impl Chunker<'_> {
             _ => None,
         }
     }
+}
+
+/// The tensor codec's kind for tensors of `dtype`, if it codes them.
+pub fn float_kind(dtype: &DType) -> Option<FloatKind> {
+    Some(match dtype {
+        DType::BF16 => FloatKind::Bf16,
+        DType::F16 => FloatKind::F16,
+        DType::F32 => FloatKind::F32,
+        DType::F64 => FloatKind::F64,
+        DType::F8E4M3 => FloatKind::F8E4M3,
+        DType::F8E5M2 => FloatKind::F8E5M2,
+        _ => return None,
+    })
 }
 
 /// Reads into `buf` until it holds `target` bytes or the input ends; true at the end.

@@ -49,6 +49,7 @@ mod unfold;
 mod walk;
 
 pub use base::{BaseMode, FoldBase, open_chain};
+pub use chunking::float_kind;
 pub use diff::{Diff, diff, index_against};
 pub use error::{Error, Result};
 pub use fold::{DEFAULT_FRAME_SIZE, EntryMeta, FoldOptions, fold_path, fold_stream};
