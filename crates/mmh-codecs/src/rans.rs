@@ -26,11 +26,7 @@ pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
 /// table, the final state of each lane, then the words.
 pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, out: &mut Vec<u8>) {
     debug_assert!(symbol_bits <= MAX_SYMBOL_BITS);
-    let mut counts = vec![0u32; 1 << symbol_bits];
-    for &s in symbols {
-        counts[usize::from(s)] += 1;
-    }
-    let freqs = normalize(&counts, symbols.len());
+    let freqs = normalize(&histogram(symbols, symbol_bits), symbols.len());
     write_table(&freqs, out);
 
     let mut encoders = vec![EncSymbol::default(); freqs.len()];
@@ -172,6 +168,32 @@ pub(crate) fn decode(
         return Err("a lane does not end in its initial state".into());
     }
     Ok(())
+}
+
+/// How often each symbol below `2^symbol_bits` occurs. Four tables, summed at the end:
+/// with one, runs of the same symbol (most of a weight block) wait on the previous
+/// increment of the same counter.
+fn histogram(symbols: &[u16], symbol_bits: u32) -> Vec<u32> {
+    let alphabet = 1usize << symbol_bits;
+    let mut tables = vec![0u32; 4 * alphabet];
+    let (t0, rest) = tables.split_at_mut(alphabet);
+    let (t1, rest) = rest.split_at_mut(alphabet);
+    let (t2, t3) = rest.split_at_mut(alphabet);
+    let mut quads = symbols.chunks_exact(4);
+    for quad in &mut quads {
+        t0[usize::from(quad[0])] += 1;
+        t1[usize::from(quad[1])] += 1;
+        t2[usize::from(quad[2])] += 1;
+        t3[usize::from(quad[3])] += 1;
+    }
+    for &s in quads.remainder() {
+        t0[usize::from(s)] += 1;
+    }
+    for (i, count) in t0.iter_mut().enumerate() {
+        *count += t1[i] + t2[i] + t3[i];
+    }
+    tables.truncate(alphabet);
+    tables
 }
 
 /// What coding one symbol takes: ryg's reciprocal form of

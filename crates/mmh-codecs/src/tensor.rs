@@ -332,11 +332,12 @@ fn decode_block(
 fn assemble<const W: usize>(split: Split, symbols: &[u16], raw: &[u8], dst: &mut [u8]) {
     let bits = split.raw_bits() as usize;
     let mask = (1u64 << bits) - 1;
-    for (i, (value, &symbol)) in dst.chunks_exact_mut(W).zip(symbols).enumerate() {
-        let at = i * bits;
+    let mut at = 0;
+    for (value, &symbol) in dst.chunks_exact_mut(W).zip(symbols) {
         let word = u64::from_le_bytes(raw[at / 8..at / 8 + 8].try_into().expect("8 bytes"));
         let v = split.value(symbol, (word >> (at % 8)) & mask);
         value.copy_from_slice(&v.to_le_bytes()[..W]);
+        at += bits;
     }
 }
 
