@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let raw_len = usize::from_le_bytes([*a, *b, *c & 0x0F, 0, 0, 0, 0, 0]);
-    let Ok(codec) = mmh_codecs::CodecId::try_from(*id % 8) else {
+    let Ok(codec) = mmh_codecs::CodecId::try_from(*id % 16) else {
         return;
     };
     let mut out = Vec::new();

@@ -329,8 +329,11 @@ fn float_frame(pieces: &[Piece]) -> Option<FloatKind> {
     let mut stored = pieces
         .iter()
         .filter(|p| !matches!(p.plan, Plan::Base(_) | Plan::Repeat));
-    let kind = stored.next()?.tensor.as_ref()?.float?;
-    stored
+    let first = stored.next()?;
+    let kind = first.tensor.as_ref()?.float?;
+    // Deltas are XORs split into byte planes, not floats: they go to the general codecs.
+    std::iter::once(first)
+        .chain(stored)
         .all(|p| p.plan == Plan::Store && p.tensor.as_ref().and_then(|t| t.float) == Some(kind))
         .then_some(kind)
 }
@@ -377,7 +380,13 @@ impl Work<'_> {
             piece.digest = digest;
             piece.plan = self.plan(number, i, piece);
             if let Plan::Delta { chunk, planes } = piece.plan {
-                deltas.push((i, chunk, planes));
+                let float = piece.tensor.as_ref().and_then(|t| t.float);
+                deltas.push(Delta {
+                    piece: i,
+                    chunk,
+                    planes,
+                    float,
+                });
             }
         }
         let xors = self.deltas(&bytes, &deltas)?;
@@ -431,36 +440,53 @@ impl Work<'_> {
     }
 
     /// For each planned delta, the XOR with its base chunk split into byte planes, when
-    /// that codes smaller than the chunk itself, else `None`.
-    fn deltas(&self, bytes: &[&[u8]], deltas: &[(usize, u32, u8)]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// that codes smaller than the piece coded on its own (by the tensor codec, for
+    /// floats), else `None`.
+    fn deltas(&self, bytes: &[&[u8]], deltas: &[Delta]) -> Result<Vec<Option<Vec<u8>>>> {
         let Some(base) = &self.base else {
             return Ok(Vec::new());
         };
         if deltas.is_empty() {
             return Ok(Vec::new());
         }
-        let chunks: Vec<u32> = deltas.iter().map(|&(_, c, _)| c).collect();
+        let chunks: Vec<u32> = deltas.iter().map(|d| d.chunk).collect();
         let references = base.chain().decode_chunks(&chunks, None, 0)?;
+        let encode = &self.options.encode;
         let mut scratch = Vec::new();
-        let mut coded_len = |bytes: &[u8]| -> Result<usize> {
-            mmh_codecs::encode(bytes, &self.options.encode, &mut scratch)?;
+        let mut coded_len = |bytes: &[u8], float: Option<FloatKind>| -> Result<usize> {
+            match float {
+                Some(kind) => mmh_codecs::encode_tensor(bytes, kind, encode, &mut scratch)?,
+                None => mmh_codecs::encode(bytes, encode, &mut scratch)?,
+            };
             Ok(scratch.len())
         };
         deltas
             .iter()
             .zip(references)
-            .map(|(&(i, _, planes), reference)| {
-                let plain = bytes[i];
+            .map(|(delta, reference)| {
+                let plain = bytes[delta.piece];
                 if reference.len() != plain.len() {
                     return Ok(None);
                 }
                 let xor: Vec<u8> = plain.iter().zip(&reference).map(|(a, b)| a ^ b).collect();
                 let mut split = Vec::with_capacity(xor.len());
-                mmh_codecs::split_planes(&xor, usize::from(planes), &mut split);
-                Ok((coded_len(&split)? < coded_len(plain)?).then_some(split))
+                mmh_codecs::split_planes(&xor, usize::from(delta.planes), &mut split);
+                Ok((coded_len(&split, None)? < coded_len(plain, delta.float)?).then_some(split))
             })
             .collect()
     }
+}
+
+/// A piece planned as a delta against a base chunk.
+struct Delta {
+    /// Its index in the slot.
+    piece: usize,
+    /// The base chunk it is XORed with.
+    chunk: u32,
+    /// Byte planes of the XOR.
+    planes: u8,
+    /// Its float format, which codes it when stored on its own.
+    float: Option<FloatKind>,
 }
 
 /// What the writer stage has written, to be sealed with the index once every stage
@@ -728,5 +754,53 @@ impl<'a, W: Write> Written<'a, W> {
             writer.finish(chunks, entries, bases, mmh_verify::merkle_root(&digests))?;
         summary.archive_bytes = archive_bytes;
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(plan: Plan, float: Option<FloatKind>) -> Piece {
+        Piece {
+            entry: 0,
+            len: 8,
+            tensor: Some(TensorPiece {
+                name: "w".into(),
+                offset: 0,
+                len: 8,
+                width: 2,
+                float,
+            }),
+            whole_file: false,
+            digest: Default::default(),
+            plan,
+        }
+    }
+
+    #[test]
+    fn only_frames_of_stored_floats_of_one_format_go_to_the_tensor_codec() {
+        let bf16 = Some(FloatKind::Bf16);
+        let store = || piece(Plan::Store, bf16);
+        let delta = || {
+            piece(
+                Plan::Delta {
+                    chunk: 0,
+                    planes: 2,
+                },
+                bf16,
+            )
+        };
+        assert_eq!(float_frame(&[store(), store()]), bf16);
+        assert_eq!(float_frame(&[piece(Plan::Repeat, None), store()]), bf16);
+        // A delta alone, or first, is XORed planes: not floats.
+        assert_eq!(float_frame(&[delta()]), None);
+        assert_eq!(float_frame(&[delta(), store()]), None);
+        assert_eq!(float_frame(&[store(), delta()]), None);
+        assert_eq!(
+            float_frame(&[store(), piece(Plan::Store, Some(FloatKind::F32))]),
+            None
+        );
+        assert_eq!(float_frame(&[store(), piece(Plan::Store, None)]), None);
     }
 }
