@@ -7,7 +7,7 @@ use std::str::FromStr;
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, ResetDirective};
 
 use crate::tensor::{self, FloatKind};
-use crate::{Error, pattern};
+use crate::{Error, pattern, rans};
 
 /// How a chunk is stored. The discriminant is the byte written to disk.
 ///
@@ -38,11 +38,13 @@ pub enum CodecId {
     F8E4M3 = 11,
     /// OCP FP8 E5M2 values by the tensor codec.
     F8E5M2 = 12,
+    /// Bytes coded order-0 with rANS, in independent blocks.
+    Rans = 13,
 }
 
 impl CodecId {
     /// Every codec, in id order.
-    pub const ALL: [CodecId; 10] = [
+    pub const ALL: [CodecId; 11] = [
         CodecId::Store,
         CodecId::Zstd,
         CodecId::Lz4,
@@ -53,6 +55,7 @@ impl CodecId {
         CodecId::F64,
         CodecId::F8E4M3,
         CodecId::F8E5M2,
+        CodecId::Rans,
     ];
 
     /// The name used in messages and on the command line.
@@ -68,6 +71,7 @@ impl CodecId {
             CodecId::F64 => "f64",
             CodecId::F8E4M3 => "f8-e4m3",
             CodecId::F8E5M2 => "f8-e5m2",
+            CodecId::Rans => "rans",
         }
     }
 }
@@ -98,7 +102,7 @@ impl FromStr for CodecId {
             .find(|codec| codec.name() == s)
             .ok_or_else(|| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2",
+                expected: "store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2, rans",
             })
     }
 }
@@ -134,7 +138,7 @@ impl FromStr for CodecChoice {
             .map(CodecChoice::Only)
             .map_err(|_| Error::UnknownCodecName {
                 name: s.to_owned(),
-                expected: "auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2",
+                expected: "auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2, rans",
             })
     }
 }
@@ -202,6 +206,12 @@ const AUTO_STORE_RATIO: f64 = 0.98;
 /// that. A larger gap means zstd's entropy coding finds something (float exponents, text)
 /// that the configured, usually higher, level will only improve on.
 const AUTO_LZ4_MARGIN: f64 = 0.01;
+
+/// `auto` prefers the rANS byte codec when its sample ratio beats both LZ4's and zstd
+/// level 1's by more than this: then the data is skewed bytes without matches (XORed
+/// planes of a changed tensor), where exact order-0 coding beats zstd's Huffman stage
+/// and no zstd level does better; a smaller edge could be what a higher level recovers.
+const AUTO_RANS_MARGIN: f64 = 0.02;
 
 /// Per-thread zstd encoder state.
 ///
@@ -365,6 +375,7 @@ pub fn encode(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Co
             pattern::encode(raw, out).then_some(CodecId::Pattern)
         }
         CodecChoice::Only(CodecId::Lz4) => lz4_encode(raw, out)?.then_some(CodecId::Lz4),
+        CodecChoice::Only(CodecId::Rans) => rans::encode_bytes(raw, out).then_some(CodecId::Rans),
         CodecChoice::Only(CodecId::Zstd) => {
             with_zstd_encoder(|enc| zstd_as_asked(&mut enc.cctx, raw, params, out))?
                 .then_some(CodecId::Zstd)
@@ -448,9 +459,27 @@ fn auto(raw: &[u8], params: &EncodeParams, out: &mut Vec<u8>) -> Result<Option<C
         } else {
             sample_len
         };
+        let mut rans_probe = Vec::new();
+        let rans_len = if rans::encode_bytes(sample, &mut rans_probe) {
+            rans_probe.len()
+        } else {
+            sample_len
+        };
         let lz4_ratio = lz4_len as f64 / sample_len as f64;
         let zstd1_ratio = zstd1_len as f64 / sample_len as f64;
+        let rans_ratio = rans_len as f64 / sample_len as f64;
 
+        if rans_ratio < lz4_ratio.min(zstd1_ratio) - AUTO_RANS_MARGIN
+            && rans_ratio < AUTO_STORE_RATIO
+        {
+            let shrank = if whole {
+                *out = rans_probe;
+                true
+            } else {
+                rans::encode_bytes(raw, out)
+            };
+            return Ok(shrank.then_some(CodecId::Rans));
+        }
         if lz4_ratio.min(zstd1_ratio) >= AUTO_STORE_RATIO {
             return Ok(None);
         }
@@ -519,6 +548,7 @@ fn decode_into(
             }
         }
         CodecId::Zstd => zstd_decode(stored, raw_len, out)?,
+        CodecId::Rans => rans::decode_bytes(stored, raw_len, out).map_err(corrupt)?,
         CodecId::Bf16
         | CodecId::F16
         | CodecId::F32
@@ -724,7 +754,7 @@ mod tests {
         let err = "brotli".parse::<CodecChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2)"#
+            r#"unknown codec name "brotli" (expected one of: auto, store, zstd, lz4, pattern, bf16, f16, f32, f64, f8-e4m3, f8-e5m2, rans)"#
         );
     }
 
@@ -735,7 +765,7 @@ mod tests {
         assert!(matches!(err, Error::UnknownCodec { id: 4 }));
         assert_eq!(
             err.to_string(),
-            "unknown codec id 4 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 7 bf16, 8 f16, 9 f32, 10 f64, 11 f8-e4m3, 12 f8-e5m2)"
+            "unknown codec id 4 (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 7 bf16, 8 f16, 9 f32, 10 f64, 11 f8-e4m3, 12 f8-e5m2, 13 rans)"
         );
         assert!(CodecId::try_from(255).is_err());
     }

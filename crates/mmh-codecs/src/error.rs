@@ -11,7 +11,7 @@ use crate::CodecId;
 pub enum Error {
     /// A codec id byte that this version does not know (from a newer writer, or corruption).
     #[error(
-        "unknown codec id {id} (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 7 bf16, 8 f16, 9 f32, 10 f64, 11 f8-e4m3, 12 f8-e5m2)"
+        "unknown codec id {id} (this version knows 0 store, 1 zstd, 2 lz4, 3 pattern, 7 bf16, 8 f16, 9 f32, 10 f64, 11 f8-e4m3, 12 f8-e5m2, 13 rans)"
     )]
     UnknownCodec {
         /// The byte as read.

@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod accel;
+mod blocks;
 mod codec;
 mod error;
 mod pattern;

@@ -18,6 +18,7 @@ fn choices() -> impl Strategy<Value = CodecChoice> {
         Just(CodecChoice::Only(CodecId::F64)),
         Just(CodecChoice::Only(CodecId::F8E4M3)),
         Just(CodecChoice::Only(CodecId::F8E5M2)),
+        Just(CodecChoice::Only(CodecId::Rans)),
     ]
 }
 
