@@ -1,5 +1,6 @@
-//! `mmh`: fold, unfold, verify, list and cat MMH-RS archives. A thin shell over
-//! `mmh-dir`: argument parsing, progress display, JSON output and exit codes.
+//! `mmh`: fold, unfold, verify, list, cat and diff MMH-RS archives, and fingerprint the
+//! models in them (`mmh hash`). A thin shell over `mmh-dir`: argument parsing, progress
+//! display, JSON output and exit codes.
 //!
 //! Exit codes: 0 success (also when a reader closes our standard output early),
 //! 1 error, 2 usage error, 3 integrity failure (damaged or hostile archive),

@@ -51,7 +51,7 @@ impl ModelFingerprint {
 /// holds; its tensors are decoded in memory ([`read_range`]), never written to disk.
 ///
 /// Files and directories whose name starts with `.` are left out of a directory and of
-/// an archive alike (`.git` and caches keep copies of the weights). Tensors are hashed
+/// an archive of one alike (`.git` and caches keep copies of the weights). Tensors are hashed
 /// in parallel; the observer hears of each tensor's bytes and may cancel.
 ///
 /// # Errors
@@ -75,8 +75,11 @@ pub fn model_fingerprint(
         })
     } else if is_archive(path)? {
         let chain = crate::open_chain(path, bases)?;
+        // An archive of one file stands for that file, whatever its name; any other for
+        // a directory.
+        let tree = crate::single_file(chain.index()).is_err();
         let files = archived_files(chain.index())
-            .filter(|(name, _)| !name.split('/').any(is_hidden))
+            .filter(|(name, _)| !(tree && name.split('/').any(is_hidden)))
             .filter_map(|(name, _)| match tensor_layout(&chain, name) {
                 Ok(Some(layout)) => Some(Ok((name, layout))),
                 Ok(None) => None,
@@ -484,7 +487,10 @@ mod tests {
             [("a.safetensors".into(), 1), ("sub/b.safetensors".into(), 2)]
         );
 
-        for input in [&file, &shards] {
+        // A lone file's archive is that file, hidden name or not.
+        let hidden = dir.path().join(".model.safetensors");
+        std::fs::copy(&file, &hidden).unwrap();
+        for input in [&file, &shards, &hidden] {
             let archive = dir.path().join("a.mmh");
             let out = File::create(&archive).unwrap();
             fold_path(

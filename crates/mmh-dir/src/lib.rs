@@ -14,6 +14,11 @@
 //! an earlier archive ([`FoldBase`]) stores only the chunks it lacks, and codes changed
 //! tensors as deltas against it; reads resolve such archives through a [`Chain`].
 //!
+//! The tensors of archived model files can be listed with the archive bytes each takes
+//! ([`list_tensors`]) and read one by one ([`find_tensor`], [`read_range`]); a model's
+//! weights, whether in a file, a directory of shards or an archive, are identified by
+//! [`model_fingerprint`] (docs/FINGERPRINT.md).
+//!
 //! ```
 //! use mmh_dir::{Chain, EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
 //! use mmh_format::Archive;
