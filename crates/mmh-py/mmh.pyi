@@ -37,6 +37,7 @@ __all__ = [
     "fingerprint",
     "fold",
     "load_safetensors",
+    "model_hash",
     "open",
     "unfold",
     "verify",
@@ -341,6 +342,21 @@ def verify(
 def fingerprint(archive: _StrPath) -> str:
     """Hex SHA-256 of the archive's index, as recorded in its trailer: the identity that
     ``base=`` matches. Cheap: reads the trailer and the index only."""
+
+def model_hash(
+    path: _StrPath,
+    bases: Sequence[_StrPath] = (),
+    progress: _Progress | None = None,
+) -> str:
+    """Hex model fingerprint of ``path`` (docs/FINGERPRINT.md), as ``mmh hash`` prints it:
+    SHA-256 over the name, dtype, shape and data of every tensor, sorted by name.
+
+    ``path`` is a model file, a directory (the union of the tensors of its model files;
+    names starting with ``.`` left out) or an archive of either (its bases among
+    ``bases`` or next to it); the same weights give the same value in each. Unlike
+    ``fingerprint``, which identifies an archive's bytes, this identifies the weights.
+    Raises ``ValueError`` when ``path`` holds no tensors or two tensors share a name.
+    ``progress`` receives the tensor bytes read so far."""
 
 def open(archive: _StrPath, bases: Sequence[_StrPath] = ()) -> Archive:
     """Opens ``archive`` for reading, with the base archives it references (found among

@@ -1,5 +1,6 @@
-//! `mmh`: fold, unfold, verify, list and cat MMH-RS archives. A thin shell over
-//! `mmh-dir`: argument parsing, progress display, JSON output and exit codes.
+//! `mmh`: fold, unfold, verify, list, cat and diff MMH-RS archives, and fingerprint the
+//! models in them (`mmh hash`). A thin shell over `mmh-dir`: argument parsing, progress
+//! display, JSON output and exit codes.
 //!
 //! Exit codes: 0 success (also when a reader closes our standard output early),
 //! 1 error, 2 usage error, 3 integrity failure (damaged or hostile archive),
@@ -52,6 +53,10 @@ enum Command {
     /// Compare two archives, or an archive and a directory: entries added, removed and
     /// changed, and the bytes of chunks NEW holds that OLD lacks.
     Diff(DiffArgs),
+    /// Print a model's fingerprint: SHA-256 over the name, dtype, shape and data of each
+    /// tensor, the same for a model file, a directory of shards, or an archive of either
+    /// (docs/FINGERPRINT.md).
+    Hash(HashArgs),
 }
 
 #[derive(Args)]
@@ -135,8 +140,29 @@ struct VerifyArgs {
 struct ListArgs {
     /// Archive to list.
     archive: PathBuf,
+    /// List the tensors of its model files instead of its entries: file, name, dtype,
+    /// shape, size, and the archive bytes each takes.
+    #[arg(long)]
+    tensors: bool,
+    #[command(flatten)]
+    bases: Bases,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// A model file, a directory of model files (hidden ones left out), or an archive of
+    /// either.
+    model: PathBuf,
+    /// Print JSON: the fingerprint and how many tensors each model file holds.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    bases: Bases,
 }
 
 #[derive(Args)]
@@ -169,6 +195,16 @@ struct CatArgs {
     /// Byte range START..END of the entry (END is clamped to its size).
     #[arg(long, value_parser = size::parse_range)]
     range: Option<std::ops::Range<u64>>,
+    /// Write only the data of this tensor of the model file ENTRY (decoding only the
+    /// chunks that hold it); `mmh list --tensors` lists them.
+    #[arg(long, value_name = "NAME", conflicts_with = "range")]
+    tensor: Option<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Overwrite an existing output.
+    #[arg(short, long, requires = "output")]
+    force: bool,
     #[command(flatten)]
     bases: Bases,
 }
@@ -232,6 +268,7 @@ fn run(cli: Cli, cancel: &Arc<AtomicBool>) -> Result<ExitCode> {
         Command::List(args) => list(args),
         Command::Cat(args) => cat(args),
         Command::Diff(args) => diff(args),
+        Command::Hash(args) => hash(args, cancel),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -247,8 +284,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: Option<u64>, common: &Common, cancel: &Arc<AtomicBool>) -> Self {
-        let visible = !common.quiet && !common.json && io::stderr().is_terminal();
+    fn new(total: Option<u64>, quiet: bool, cancel: &Arc<AtomicBool>) -> Self {
+        let visible = !quiet && io::stderr().is_terminal();
         let bar = match total {
             Some(total) => ProgressBar::new(total),
             None => ProgressBar::new_spinner(),
@@ -286,8 +323,15 @@ impl Drop for Progress {
     }
 }
 
-fn overwrite(common: &Common) -> Overwrite {
-    if common.force {
+impl Common {
+    /// Progress is drawn unless asked to be quiet or writing JSON.
+    fn hides_progress(&self) -> bool {
+        self.quiet || self.json
+    }
+}
+
+fn overwrite(force: bool) -> Overwrite {
+    if force {
         Overwrite::Replace
     } else {
         Overwrite::Refuse
@@ -302,14 +346,14 @@ enum Output {
 }
 
 impl Output {
-    fn open(path: &Path, common: &Common, binary: bool) -> Result<Output> {
+    fn open(path: &Path, overwrite: Overwrite, binary: bool) -> Result<Output> {
         if is_stdio(path) {
             if binary && io::stdout().is_terminal() {
                 bail!("refusing to write binary data to a terminal; use -o FILE or a pipe");
             }
             Ok(Output::Stdout)
         } else {
-            Ok(Output::File(PendingFile::create(path, overwrite(common))?))
+            Ok(Output::File(PendingFile::create(path, overwrite)?))
         }
     }
 
@@ -366,8 +410,8 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         skip_unreadable: args.skip_unreadable,
         deterministic: args.deterministic,
     };
-    let mut output = Output::open(&output_path, &args.common, true)?;
-    let progress = Progress::new(total, &args.common, cancel);
+    let mut output = Output::open(&output_path, overwrite(args.common.force), true)?;
+    let progress = Progress::new(total, args.common.hides_progress(), cancel);
     let started = Instant::now();
     let summary = {
         let sink: Box<dyn Write + Send> = match &mut output {
@@ -458,7 +502,7 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         if !args.paths.is_empty() {
             bail!("naming entries needs an archive file, or an output path (-o PATH)");
         }
-        let progress = Progress::new(None, progress_common, cancel);
+        let progress = Progress::new(None, progress_common.hides_progress(), cancel);
         mmh_dir::unfold_stream(io::stdin(), io::stdout(), &progress)?.bytes
     } else {
         let archive = mmh_dir::open_chain(archive_path, &args.bases.archives)?;
@@ -466,7 +510,7 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             .iter()
             .map(|l| l.size)
             .sum();
-        let progress = Progress::new(Some(total), progress_common, cancel);
+        let progress = Progress::new(Some(total), progress_common.hides_progress(), cancel);
         if is_stdio(&output_path) {
             let entry = match args.paths.as_slice() {
                 [] => mmh_dir::single_file(archive.index())?,
@@ -479,7 +523,7 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 &archive,
                 &output_path,
                 &args.paths,
-                overwrite(&args.common),
+                overwrite(args.common.force),
                 &progress,
             )?
             .bytes
@@ -512,7 +556,7 @@ fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 _ => 0,
             })
             .sum();
-        let progress = Progress::new(Some(total), &args.common, cancel);
+        let progress = Progress::new(Some(total), args.common.hides_progress(), cancel);
         let report = mmh_verify::verify_archive(&archive, &|n| progress.progress(n))?;
         Ok(json!({
             "entries": report.entries, "chunks": report.chunks, "content_bytes": report.content_bytes,
@@ -546,6 +590,9 @@ fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
 }
 
 fn list(args: ListArgs) -> Result<()> {
+    if args.tensors {
+        return list_tensors(&args);
+    }
     let archive = mmh_dir::open_file(&args.archive)?;
     let listing = mmh_dir::list_entries(archive.index());
     let mut out = io::stdout().lock();
@@ -582,6 +629,52 @@ fn list(args: ListArgs) -> Result<()> {
             l.ratio() * 100.0,
             codecs.join(","),
             display_name(l.entry)
+        )?;
+    }
+    Ok(())
+}
+
+/// `mmh list --tensors`: reading each file's layout needs its content, so the archive
+/// is opened with its bases.
+fn list_tensors(args: &ListArgs) -> Result<()> {
+    let archive = mmh_dir::open_chain(&args.archive, &args.bases.archives)?;
+    let rows = mmh_dir::list_tensors(&archive)?;
+    let ratio = |row: &mmh_dir::TensorListing| row.stored as f64 / row.size().max(1) as f64;
+    let mut out = io::stdout().lock();
+    if args.common.json {
+        let tensors: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                json!({
+                    "file": row.file, "name": row.tensor.name, "dtype": row.tensor.dtype.to_string(),
+                    "shape": row.tensor.shape, "size": row.size(), "stored": row.stored, "ratio": ratio(row),
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"archive": args.archive, "tensors": tensors})
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>14} {:>14} {:>7}  {:<8} {:<20} file  name",
+        "size", "stored", "ratio", "dtype", "shape"
+    )?;
+    for row in &rows {
+        let dims: Vec<String> = row.tensor.shape.iter().map(u64::to_string).collect();
+        writeln!(
+            out,
+            "{:>14} {:>14} {:>6.2}%  {:<8} {:<20} {}  {}",
+            row.size(),
+            row.stored,
+            ratio(row) * 100.0,
+            row.tensor.dtype.to_string(),
+            format!("[{}]", dims.join(",")),
+            row.file,
+            row.tensor.name
         )?;
     }
     Ok(())
@@ -679,15 +772,68 @@ fn cat(args: CatArgs) -> Result<()> {
         bail!("cat needs a seekable archive file; to read from a pipe use `mmh unfold - -o -`");
     }
     let archive = mmh_dir::open_chain(&args.archive, &args.bases.archives)?;
-    match args.range {
-        Some(range) => {
-            mmh_dir::read_range(&archive, &args.entry, range, io::stdout())?;
+    let range = match &args.tensor {
+        Some(name) => Some(
+            mmh_dir::find_tensor(&archive, &args.entry, name)
+                .map_err(|e| match e {
+                    mmh_dir::Error::NoSuchTensor { .. } | mmh_dir::Error::NotAModel { .. } => {
+                        anyhow::anyhow!(
+                            "{e} (`mmh list --tensors {}` lists the tensors of its model files)",
+                            args.archive.display()
+                        )
+                    }
+                    e => e.into(),
+                })?
+                .range,
+        ),
+        None => args.range,
+    };
+    let path = args.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    // Like `unfold -o -`, standard output takes bytes even on a terminal: cat is asked
+    // for one entry by name.
+    let mut output = Output::open(&path, overwrite(args.force), false)?;
+    {
+        let sink: Box<dyn Write + Send> = match &mut output {
+            Output::Stdout => Box::new(io::stdout()),
+            Output::File(pending) => Box::new(pending.file()),
+        };
+        let mut sink = io::BufWriter::with_capacity(1 << 20, sink);
+        match range {
+            Some(range) => {
+                mmh_dir::read_range(&archive, &args.entry, range, &mut sink)?;
+            }
+            None => {
+                let entry = mmh_dir::find_entry(archive.index(), &args.entry)?;
+                mmh_dir::unfold_entry(&archive, entry, &mut sink, &mmh_dir::Quiet)?;
+            }
         }
-        None => {
-            let entry = mmh_dir::find_entry(archive.index(), &args.entry)?;
-            mmh_dir::unfold_entry(&archive, entry, io::stdout(), &mmh_dir::Quiet)?;
-        }
+        sink.flush().context("cannot write the output")?;
     }
-    io::stdout().flush()?;
+    output.commit()
+}
+
+fn hash(args: HashArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
+    let progress = Progress::new(None, args.quiet || args.json, cancel);
+    let fingerprint = mmh_dir::model_fingerprint(&args.model, &args.bases.archives, &progress)?;
+    drop(progress);
+    let mut out = io::stdout().lock();
+    if args.json {
+        let files: Vec<_> = fingerprint
+            .files
+            .iter()
+            .map(|(file, tensors)| json!({"file": file, "tensors": tensors}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "model": args.model, "fingerprint": fingerprint.hex(),
+                "tensors": fingerprint.tensors(), "files": files,
+            })
+        )?;
+    } else {
+        // As sha256sum prints a digest.
+        writeln!(out, "{}  {}", fingerprint.hex(), args.model.display())?;
+    }
     Ok(())
 }

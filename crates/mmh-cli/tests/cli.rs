@@ -860,3 +860,315 @@ fn diff_compares_a_directory_with_the_archive_it_was_folded_into() {
     assert_eq!(json["unchanged"], 1);
     assert_eq!(json["new_chunk_bytes"], 14);
 }
+
+/// A safetensors file of F32 tensors `(name, values)`, in the order given.
+fn safetensors_of(tensors: &[(String, Vec<f32>)]) -> Vec<u8> {
+    let mut at = 0;
+    let fields: Vec<String> = tensors
+        .iter()
+        .map(|(name, values)| {
+            let end = at + values.len() * 4;
+            let field = format!(
+                r#""{name}":{{"dtype":"F32","shape":[{},4],"data_offsets":[{at},{end}]}}"#,
+                values.len() / 4
+            );
+            at = end;
+            field
+        })
+        .collect();
+    let json = format!("{{{}}}", fields.join(","));
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(json.as_bytes());
+    for (_, values) in tensors {
+        file.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    file
+}
+
+/// Six tensors of 4 to 128 Ki values: noise, and one of zeros.
+fn tensors() -> Vec<(String, Vec<f32>)> {
+    let mut x = 0x9E37_79B9u32;
+    (0..6)
+        .map(|t| {
+            let len = 4usize << (3 * t);
+            let values = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    if t == 4 { 0.0 } else { (x >> 8) as f32 / 1e7 }
+                })
+                .collect();
+            (format!("block.{t}.weight"), values)
+        })
+        .collect()
+}
+
+/// The first field of each line of `mmh hash MODEL` (and that it succeeded).
+fn fingerprint(model: &Path) -> String {
+    let out = mmh().args(["hash", "-q"]).arg(model).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let (digest, path) = line.trim_end().split_once("  ").unwrap();
+    assert_eq!(path, model.display().to_string());
+    assert_eq!(digest.len(), 64);
+    digest.to_owned()
+}
+
+#[test]
+fn list_tensors_shows_each_tensor_with_its_share_of_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    std::fs::write(&model, safetensors_of(&tensors())).unwrap();
+    let archive = dir.path().join("m.mmh");
+    fold(&model, &archive);
+
+    let listing = stdout_json(mmh().args(["list", "--tensors", "--json"]).arg(&archive));
+    let rows = listing["tensors"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    let zeros = &rows[4];
+    assert_eq!(zeros["file"], "m.safetensors");
+    assert_eq!(zeros["name"], "block.4.weight");
+    assert_eq!(zeros["dtype"], "F32");
+    assert_eq!(zeros["shape"], serde_json::json!([4096, 4]));
+    assert_eq!(zeros["size"], 4 * 16384);
+    // The shares of the tensors are (about) the stored size of the file they make up.
+    let entries = stdout_json(mmh().args(["list", "--json"]).arg(&archive));
+    let file_stored = entries["entries"][0]["stored"].as_u64().unwrap();
+    let tensors_stored: u64 = rows.iter().map(|r| r["stored"].as_u64().unwrap()).sum();
+    assert!(
+        tensors_stored <= file_stored && file_stored - tensors_stored < 1_000,
+        "{tensors_stored} of {file_stored}"
+    );
+
+    let text = mmh()
+        .args(["list", "--tensors"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert_eq!(text.lines().count(), 7, "{text}");
+    let line = text.lines().nth(5).unwrap();
+    assert!(line.starts_with(&format!("{:>14}", 4 * 16384)), "{line}");
+    assert!(line.contains(" F32 "), "{line}");
+    assert!(
+        line.ends_with(&format!("{:<20} m.safetensors  block.4.weight", "[4096,4]")),
+        "{line}"
+    );
+}
+
+#[test]
+fn cat_tensor_writes_exactly_the_bytes_of_one_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = safetensors_of(&tensors());
+    let model = dir.path().join("m.safetensors");
+    std::fs::write(&model, &content).unwrap();
+    let archive = dir.path().join("m.mmh");
+    fold(&model, &archive);
+    // block.3 starts after the header and blocks 0 to 2 (4 + 32 + 256 values).
+    let header = 8 + u64::from_le_bytes(content[..8].try_into().unwrap()) as usize;
+    let start = header + 4 * (4 + 32 + 256);
+    let expected = &content[start..start + 4 * 2048];
+
+    let out = mmh()
+        .args(["cat", "--tensor", "block.3.weight"])
+        .arg(&archive)
+        .arg("m.safetensors")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, expected);
+
+    let file = dir.path().join("block3.bin");
+    mmh()
+        .args(["cat", "--tensor", "block.3.weight", "-o"])
+        .arg(&file)
+        .arg(&archive)
+        .arg("m.safetensors")
+        .assert()
+        .success()
+        .stdout("");
+    assert_eq!(std::fs::read(&file).unwrap(), expected);
+    // An existing output is kept unless forced.
+    mmh()
+        .args(["cat", "--tensor", "block.0.weight", "-o"])
+        .arg(&file)
+        .arg(&archive)
+        .arg("m.safetensors")
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read(&file).unwrap(), expected);
+
+    mmh()
+        .args(["cat", "--tensor", "block.9.weight"])
+        .arg(&archive)
+        .arg("m.safetensors")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicates::str::contains(
+            r#"no tensor named "block.9.weight" in "m.safetensors""#,
+        ))
+        .stderr(predicates::str::contains("mmh list --tensors"));
+}
+
+#[test]
+fn cat_tensor_of_a_file_that_is_no_model_is_an_error() {
+    let (dir, input, _) = setup();
+    let archive = dir.path().join("a.mmh");
+    fold(&input, &archive);
+    mmh()
+        .args(["cat", "--tensor", "w"])
+        .arg(&archive)
+        .arg("input.bin")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicates::str::contains(
+            r#""input.bin" is not a model file"#,
+        ));
+    // --tensor and --range are two ways to say what to write.
+    mmh()
+        .args(["cat", "--tensor", "w", "--range", "0..1"])
+        .arg(&archive)
+        .arg("input.bin")
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn hash_is_the_same_for_a_file_its_archive_and_its_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = tensors();
+    let model = dir.path().join("m.safetensors");
+    std::fs::write(&model, safetensors_of(&all)).unwrap();
+    let shards = dir.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    // Shards split the tensors in another order than the file has them.
+    let (first, second): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .partition(|(n, _)| n.contains(['1', '4']));
+    std::fs::write(
+        shards.join("model-00001-of-00002.safetensors"),
+        safetensors_of(&first),
+    )
+    .unwrap();
+    std::fs::write(
+        shards.join("model-00002-of-00002.safetensors"),
+        safetensors_of(&second),
+    )
+    .unwrap();
+    std::fs::write(shards.join("config.json"), "{}").unwrap();
+
+    let expected = fingerprint(&model);
+    assert_eq!(fingerprint(&shards), expected);
+    for (input, name) in [(&model, "m.mmh"), (&shards, "shards.mmh")] {
+        let archive = dir.path().join(name);
+        fold(input, &archive);
+        assert_eq!(fingerprint(&archive), expected, "{name}");
+    }
+    let summary = stdout_json(
+        mmh()
+            .args(["hash", "--json"])
+            .arg(dir.path().join("shards.mmh")),
+    );
+    assert_eq!(summary["fingerprint"], expected.as_str());
+    assert_eq!(summary["tensors"], 6);
+    assert_eq!(
+        summary["files"],
+        serde_json::json!([
+            {"file": "model-00001-of-00002.safetensors", "tensors": 2},
+            {"file": "model-00002-of-00002.safetensors", "tensors": 4},
+        ])
+    );
+
+    // Other weights, another fingerprint.
+    let mut changed = all.clone();
+    changed[2].1[7] += 1.0;
+    std::fs::write(&model, safetensors_of(&changed)).unwrap();
+    assert_ne!(fingerprint(&model), expected);
+}
+
+#[test]
+fn hash_of_an_archive_folded_against_a_base_reads_through_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    fold_against_base(dir.path());
+    assert_eq!(
+        fingerprint(&dir.path().join("v2.mmh")),
+        fingerprint(&dir.path().join("v2.safetensors"))
+    );
+    assert_ne!(
+        fingerprint(&dir.path().join("v2.mmh")),
+        fingerprint(&dir.path().join("v1.mmh"))
+    );
+}
+
+#[test]
+fn hash_refuses_paths_without_tensors_and_names_in_two_shards() {
+    let (dir, input, _) = setup();
+    mmh()
+        .arg("hash")
+        .arg(&input)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicates::str::contains("holds no tensors"));
+    let archive = dir.path().join("a.mmh");
+    fold(&input, &archive);
+    mmh()
+        .arg("hash")
+        .arg(&archive)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("holds no tensors"));
+    mmh()
+        .arg("hash")
+        .arg(dir.path().join("missing"))
+        .assert()
+        .code(1);
+
+    let shards = dir.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    let all = tensors();
+    std::fs::write(shards.join("a.safetensors"), safetensors_of(&all[..3])).unwrap();
+    std::fs::write(shards.join("b.safetensors"), safetensors_of(&all[2..])).unwrap();
+    mmh()
+        .arg("hash")
+        .arg(&shards)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            r#"tensor "block.2.weight" is in both "a.safetensors" and "b.safetensors""#,
+        ));
+}
+
+/// The real models of the development corpus (`bash /work/shared/corpus/build.sh`):
+/// the bf16 Piper voice as one file and as a sharded directory, and their archives.
+#[test]
+fn hash_of_the_corpus_model_is_the_same_as_file_shards_and_archives() {
+    let corpus = Path::new("/tmp/mmh-dev-corpus");
+    let (file, shards) = (
+        corpus.join("piper-bf16.safetensors"),
+        corpus.join("model-dir"),
+    );
+    if !file.is_file() || !shards.is_dir() {
+        eprintln!(
+            "skipped: {} is absent (build it with `bash /work/shared/corpus/build.sh`)",
+            corpus.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = fingerprint(&file);
+    assert_eq!(fingerprint(&shards), expected);
+    for (input, name) in [(&file, "file.mmh"), (&shards, "dir.mmh")] {
+        let archive = dir.path().join(name);
+        fold(input, &archive);
+        assert_eq!(fingerprint(&archive), expected, "{name}");
+    }
+}

@@ -102,6 +102,36 @@ pub enum Error {
         /// The archive that references it.
         archive: PathBuf,
     },
+    /// The file is not a model file this build recognises.
+    #[error("{path:?} is not a model file this build recognises")]
+    NotAModel {
+        /// The file (an entry name or a path).
+        path: String,
+    },
+    /// The model file has no tensor of that name.
+    #[error("no tensor named {name:?} in {file:?}")]
+    NoSuchTensor {
+        /// The model file (an entry name or a path).
+        file: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// Two tensors of one model have the same name, so the model has no fingerprint.
+    #[error("tensor {name:?} is in both {first:?} and {second:?}")]
+    DuplicateTensor {
+        /// The tensor's name.
+        name: String,
+        /// The model file of its first occurrence.
+        first: String,
+        /// The model file of the other.
+        second: String,
+    },
+    /// A path given as a model holds no tensors.
+    #[error("{} holds no tensors (no model file this build recognises)", path.display())]
+    NoTensors {
+        /// The file, directory or archive.
+        path: PathBuf,
+    },
     /// A command-line or API option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

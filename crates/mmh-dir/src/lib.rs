@@ -14,6 +14,11 @@
 //! an earlier archive ([`FoldBase`]) stores only the chunks it lacks, and codes changed
 //! tensors as deltas against it; reads resolve such archives through a [`Chain`].
 //!
+//! The tensors of archived model files can be listed with the archive bytes each takes
+//! ([`list_tensors`]) and read one by one ([`find_tensor`], [`read_range`]); a model's
+//! weights, whether in a file, a directory of shards or an archive, are identified by
+//! [`model_fingerprint`] (docs/FINGERPRINT.md).
+//!
 //! ```
 //! use mmh_dir::{Chain, EntryMeta, FoldOptions, Quiet, fold_stream, unfold_entry, single_file};
 //! use mmh_format::Archive;
@@ -38,11 +43,13 @@ mod base;
 mod chunking;
 mod diff;
 mod error;
+mod fingerprint;
 mod fold;
 mod list;
 mod output;
 mod pipeline;
 mod safe_path;
+mod tensor_listing;
 mod tensors;
 mod tree;
 mod unfold;
@@ -52,12 +59,14 @@ pub use base::{BaseMode, FoldBase, open_chain};
 pub use chunking::float_kind;
 pub use diff::{Diff, diff, index_against};
 pub use error::{Error, Result};
+pub use fingerprint::{ModelFingerprint, model_fingerprint};
 pub use fold::{DEFAULT_FRAME_SIZE, EntryMeta, FoldOptions, fold_path, fold_stream};
 pub use list::{EntryListing, list_entries};
 pub use mmh_codecs::CdcParams;
 pub use mmh_verify::Chain;
 pub use output::{Overwrite, PendingFile};
 pub use pipeline::FoldSummary;
+pub use tensor_listing::{TensorListing, find_tensor, list_tensors};
 pub use tensors::{file_tensor_layout, tensor_layout};
 pub use tree::{TreeSummary, fold_tree, unfold_path, unfold_tree};
 pub use unfold::{

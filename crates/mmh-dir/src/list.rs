@@ -1,6 +1,6 @@
 use mmh_codecs::CodecId;
 use mmh_format::consts::FRAME_HEADER_LEN;
-use mmh_format::{ChunkSource, Entry, EntryKind, Index};
+use mmh_format::{ChunkRecord, ChunkSource, Entry, EntryKind, Index};
 
 /// One line of an archive listing.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,12 +47,9 @@ pub fn list_entries(index: &Index) -> Vec<EntryListing<'_>> {
                     let record = &index.chunks[c as usize];
                     let name = match record.source {
                         ChunkSource::Frame { frame, .. } | ChunkSource::Delta { frame, .. } => {
-                            let frame = &index.frames[frame as usize];
-                            let stored = (FRAME_HEADER_LEN as u64 + u64::from(frame.stored_len))
-                                as f64
-                                * f64::from(record.raw_len)
-                                / f64::from(frame.raw_len.max(1));
+                            let stored = stored_share(index, record, u64::from(record.raw_len));
                             listing.stored += stored.round() as u64;
+                            let frame = &index.frames[frame as usize];
                             let codec = CodecId::try_from(frame.codec).map_or_else(
                                 |_| format!("codec#{}", frame.codec),
                                 |id| id.to_string(),
@@ -73,4 +70,18 @@ pub fn list_entries(index: &Index) -> Vec<EntryListing<'_>> {
             listing
         })
         .collect()
+}
+
+/// The archive bytes that `raw_bytes` of `chunk`'s decoded content take: its frame's
+/// stored size (header included) shared out by raw length. Chunks held by a base take
+/// nothing here. The one rule behind every stored size a listing shows.
+pub(crate) fn stored_share(index: &Index, chunk: &ChunkRecord, raw_bytes: u64) -> f64 {
+    match chunk.source {
+        ChunkSource::Frame { frame, .. } | ChunkSource::Delta { frame, .. } => {
+            let frame = &index.frames[frame as usize];
+            (FRAME_HEADER_LEN as u64 + u64::from(frame.stored_len)) as f64 * raw_bytes as f64
+                / f64::from(frame.raw_len.max(1))
+        }
+        ChunkSource::Base { .. } => 0.0,
+    }
 }

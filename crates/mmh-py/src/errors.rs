@@ -53,11 +53,15 @@ pub(crate) fn to_py(err: mmh_dir::Error) -> PyErr {
     Error::new_err(message)
 }
 
-/// Options out of range, an unknown codec name, a byte range outside its entry.
+/// Options out of range, an unknown codec name, a byte range outside its entry, a path
+/// given as a model that holds none (or one with two tensors of a name).
 fn is_bad_argument(err: &mmh_dir::Error) -> bool {
     use mmh_codecs::Error as Codec;
     match err {
-        mmh_dir::Error::InvalidOption(_) | mmh_dir::Error::BadRange { .. } => true,
+        mmh_dir::Error::InvalidOption(_)
+        | mmh_dir::Error::BadRange { .. }
+        | mmh_dir::Error::NoTensors { .. }
+        | mmh_dir::Error::DuplicateTensor { .. } => true,
         mmh_dir::Error::Codec(codec) => matches!(
             codec,
             Codec::UnknownCodecName { .. }

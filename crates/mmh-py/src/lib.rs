@@ -188,6 +188,30 @@ fn fingerprint(py: Python<'_>, archive: PathBuf) -> PyResult<String> {
     })
 }
 
+/// Hex model fingerprint of `path` (docs/FINGERPRINT.md), as `mmh hash` prints it:
+/// SHA-256 over the name, dtype, shape and data of every tensor, sorted by name. The
+/// same for a model file, a directory of model files (the union of their tensors) and
+/// an archive of either, which is read without unfolding it to disk. Raises ValueError
+/// when `path` holds no tensors or two tensors share a name.
+///
+/// progress: called with the tensor bytes read so far; raising from it cancels.
+#[pyfunction]
+#[pyo3(
+    signature = (path, bases = Vec::new(), progress = None),
+    text_signature = "(path, bases=(), progress=None)"
+)]
+fn model_hash(
+    py: Python<'_>,
+    path: PathBuf,
+    bases: Vec<PathBuf>,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    check_callable(progress.as_ref())?;
+    observed(py, progress.as_ref(), |watch| {
+        Ok(mmh_dir::model_fingerprint(&path, &bases, watch)?.hex())
+    })
+}
+
 /// Opens `archive` for reading, with the base archives it references (found among
 /// `bases`, else next to it).
 #[pyfunction]
@@ -240,6 +264,7 @@ fn mmh(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unfold, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(model_hash, m)?)?;
     m.add_function(wrap_pyfunction!(open_archive, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
     m.add_class::<FoldReport>()?;

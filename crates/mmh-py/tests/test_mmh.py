@@ -174,7 +174,7 @@ def header_tensor_count(path: Path) -> int:
 
 def test_module_surface():
     assert isinstance(mmh.__version__, str) and mmh.__version__
-    for name in ("fold", "unfold", "verify", "fingerprint", "open", "load_safetensors"):
+    for name in ("fold", "unfold", "verify", "fingerprint", "model_hash", "open", "load_safetensors"):
         assert callable(getattr(mmh, name)), name
     for name in ("FoldReport", "Report", "Entry", "Archive", "EntryReader", "TensorInfo", "Writer"):
         assert hasattr(mmh, name), name
@@ -848,6 +848,53 @@ def test_tensor_unknown_name(model):
         with pytest.raises((KeyError, mmh.Error)) as err:
             archive.tensor("model.safetensors", "no.such.tensor")
         assert "no.such.tensor" in str(err.value)
+
+
+def reference_model_hash(tensors: dict) -> str:
+    """The model fingerprint computed from the steps of docs/FINGERPRINT.md alone."""
+
+    def u64(n: int) -> bytes:
+        return struct.pack("<Q", n)
+
+    h = hashlib.sha256(b"mmh-model-fingerprint-v1\0" + u64(len(tensors)))
+    for name in sorted(tensors, key=str.encode):
+        dtype, array = tensors[name]
+        data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+        for field in (name.encode(), dtype.encode()):
+            h.update(u64(len(field)) + field)
+        h.update(u64(array.ndim) + b"".join(u64(d) for d in array.shape))
+        h.update(u64(len(data)) + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def test_model_hash_of_a_file_its_shards_and_their_archives(tmp_path, model):
+    src, dst, tensors, _ = model
+    expected = reference_model_hash(tensors)
+    assert mmh.model_hash(src) == expected
+    assert mmh.model_hash(dst) == expected
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    names = sorted(tensors)
+    write_safetensors(shards / "a.safetensors", {n: tensors[n] for n in names[::2]})
+    write_safetensors(shards / "b.safetensors", {n: tensors[n] for n in names[1::2]})
+    (shards / "config.json").write_text("{}")
+    assert mmh.model_hash(shards) == expected
+    mmh.fold(shards, tmp_path / "shards.mmh")
+    assert mmh.model_hash(tmp_path / "shards.mmh") == expected
+    assert mmh.model_hash(src) != mmh.fingerprint(dst)
+
+
+def test_model_hash_errors(tmp_path, model):
+    src, _, tensors, _ = model
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="holds no tensors"):
+        mmh.model_hash(text)
+    shutil.copy(src, tmp_path / "copy.safetensors")
+    with pytest.raises(ValueError, match="is in both"):
+        mmh.model_hash(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        mmh.model_hash(tmp_path / "missing")
 
 
 def test_tensors_of_non_model(tmp_path, tree):
