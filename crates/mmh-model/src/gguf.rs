@@ -325,9 +325,7 @@ impl<'h> Cursor<'h> {
                 let count = self.u64()?;
                 if let Some(size) = fixed_size(element_type) {
                     // A count too large to multiply cannot fit in the file either.
-                    return self
-                        .take(count.saturating_mul(size))
-                        .map(drop);
+                    return self.take(count.saturating_mul(size)).map(drop);
                 }
                 // Each element takes at least 8 bytes, so the loop ends with the header.
                 for _ in 0..count {
