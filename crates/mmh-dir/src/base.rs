@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mmh_format::{BaseRef, ChunkSource, Digest, EntryKind};
+use mmh_model::Layout;
 use mmh_verify::{Chain, MAX_CHAIN_DEPTH};
 
-use crate::chunking::{Chunker, TensorPiece};
+use crate::chunking::{Chunker, TensorPiece, cut_layout};
+use crate::tensors::EntrySource;
 use crate::unfold::read_range;
 use crate::{Error, Result};
 
@@ -120,12 +122,13 @@ impl<'a> BaseLookup<'a> {
                 if *size < u64::from(chunker.cdc.max_size) {
                     continue;
                 }
-                let head = read_head(&base.chain, &entry.name)?;
+                let layout = base_layout(&base.chain, &entry.name, *size)?;
                 let lens: Vec<u32> = chunks
                     .iter()
                     .map(|&c| index.chunks[c as usize].raw_len)
                     .collect();
-                for (piece, &chunk) in chunker.pieces_of(&head, &lens).into_iter().zip(chunks) {
+                let pieces = chunker.pieces_of(layout.as_ref(), &lens);
+                for (piece, &chunk) in pieces.into_iter().zip(chunks) {
                     if let Some(piece) = piece {
                         by_piece.insert(piece, chunk);
                     }
@@ -184,13 +187,14 @@ impl<'a> BaseLookup<'a> {
     }
 }
 
-/// The first bytes of a base file: enough to find its model layout.
-fn read_head(chain: &Chain<File>, name: &str) -> Result<Vec<u8>> {
+/// The layout a fold cut the base file `name` (of `size` bytes) by, read from the base.
+fn base_layout(chain: &Chain<File>, name: &str, size: u64) -> Result<Option<Layout>> {
     let mut head = Vec::new();
     read_range(chain, name, 0..64 << 10, &mut head)?;
-    if let Some(needed) = Chunker::head_needed(&head) {
-        head.clear();
-        read_range(chain, name, 0..needed, &mut head)?;
-    }
-    Ok(head)
+    let mut more = |head: &mut Vec<u8>, n: usize| {
+        let have = head.len() as u64;
+        read_range(chain, name, have..n as u64, &mut *head)?;
+        Ok((head.len() as u64) < n as u64)
+    };
+    cut_layout(&mut head, &mut more, &EntrySource::new(chain, name, size))
 }

@@ -9,12 +9,22 @@
 //! rewritten, so fixed offsets lose nothing against content-defined cuts there.
 //! Everything else (headers, text, unknown formats) is cut by FastCDC through the
 //! [`Accelerator`], which finds the same boundaries on any backend.
+//!
+//! A model's layout comes from the file's head ([`mmh_model::sniff`]) whenever the head
+//! can give it, however the file is read; only the formats whose index lies elsewhere
+//! (PyTorch zips, npz) are placed by random access ([`mmh_model::layout`]), when the file
+//! can be read anywhere: a file on disk, or a base archive's entry. Through a pipe they are
+//! cut by content.
 
-use std::io::Read;
+use std::cell::OnceCell;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::path::Path;
 
 use mmh_codecs::{Accelerator, CdcParams, FloatKind};
 use mmh_format::MAX_DELTA_PLANES;
-use mmh_model::{DType, Layout, Sniff};
+use mmh_model::{DType, Layout, ModelSource, Sniff};
 
 use crate::{Error, Result};
 
@@ -79,11 +89,27 @@ impl Chunker<'_> {
     }
 
     /// Reads `input` to its end and hands each chunk to `emit` in order, with the tensor
-    /// piece it holds, if any. `emit` returns false to stop early.
-    pub fn cut(&self, input: &mut dyn Read, emit: &mut Emit<'_>) -> Result<()> {
+    /// piece it holds, if any. `emit` returns false to stop early. `path` is where `input`
+    /// lies on disk, when it does: the formats placed by random access are then placed.
+    pub fn cut(
+        &self,
+        input: &mut dyn Read,
+        path: Option<&Path>,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
         let mut buf: Vec<u8> = Vec::with_capacity(self.window());
         let mut eof = fill(input, &mut buf, self.window())?;
-        let regions = self.regions(input, &mut buf, &mut eof)?;
+        let mut more = |buf: &mut Vec<u8>, n: usize| fill(input, buf, n);
+        let layout = head_layout(&mut buf, &mut eof, &mut more)?;
+        let layout = match (layout, path) {
+            (Some(layout), _) => Some(layout),
+            (None, Some(path)) => match DiskSource::new(&buf, path) {
+                Some(source) => random_access_layout(&source)?,
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let regions = self.regions(layout.as_ref());
         let piece_len = self.piece_len();
         let mut pos = 0u64;
         let mut region = 0;
@@ -145,31 +171,15 @@ impl Chunker<'_> {
         }
     }
 
-    /// The regions of the file whose first bytes are in `buf`, reading more of it when
-    /// a model's header is longer than what was read.
-    fn regions(
-        &self,
-        input: &mut dyn Read,
-        buf: &mut Vec<u8>,
-        eof: &mut bool,
-    ) -> Result<Vec<Region>> {
-        let everything = || {
-            vec![Region {
+    /// The regions of a file with this layout (all content-defined without one).
+    fn regions(&self, layout: Option<&Layout>) -> Vec<Region> {
+        match layout {
+            Some(layout) => self.tensor_regions(layout),
+            None => vec![Region {
                 start: 0,
                 end: u64::MAX,
                 tensor: None,
-            }]
-        };
-        // The stream's length is unknown here; the layout only places cuts, so a claim
-        // that runs past the real end costs nothing but a shorter last piece.
-        loop {
-            match mmh_model::sniff(buf, u64::MAX) {
-                Ok(Sniff::Model(layout)) => return Ok(self.tensor_regions(&layout)),
-                Ok(Sniff::NeedHead(n)) if !*eof && n <= MAX_HEAD => {
-                    *eof = fill(input, buf, n as usize)?;
-                }
-                _ => return Ok(everything()),
-            }
+            }],
         }
     }
 
@@ -225,13 +235,18 @@ impl Chunker<'_> {
         regions
     }
 
-    /// The tensor piece each chunk of a file holds, given the file's first bytes and its
-    /// chunk lengths (how a base archive's chunks are paired with a new fold's pieces).
-    pub fn pieces_of(&self, head: &[u8], chunk_lens: &[u32]) -> Vec<Option<TensorPiece>> {
-        let regions = match mmh_model::sniff(head, u64::MAX) {
-            Ok(Sniff::Model(layout)) => self.tensor_regions(&layout),
-            _ => return vec![None; chunk_lens.len()],
-        };
+    /// The tensor piece each chunk of a file holds, given the file's layout (as
+    /// [`cut_layout`] finds it) and its chunk lengths (how a base archive's chunks are
+    /// paired with a new fold's pieces).
+    pub fn pieces_of(
+        &self,
+        layout: Option<&Layout>,
+        chunk_lens: &[u32],
+    ) -> Vec<Option<TensorPiece>> {
+        if layout.is_none() {
+            return vec![None; chunk_lens.len()];
+        }
+        let regions = self.regions(layout);
         let mut pos = 0u64;
         let mut region = 0;
         chunk_lens
@@ -253,13 +268,105 @@ impl Chunker<'_> {
             })
             .collect()
     }
+}
 
-    /// How many leading bytes of a file [`Chunker::pieces_of`] needs: enough for the
-    /// model header that `head` announces, if it announces one.
-    pub fn head_needed(head: &[u8]) -> Option<u64> {
+/// Grows a head to `n` bytes; true when the file ends first.
+pub(crate) type More<'m> = dyn FnMut(&mut Vec<u8>, usize) -> Result<bool> + 'm;
+
+/// The layout [`Chunker::cut`] cuts a file by, for a file whose bytes `source` reads and
+/// whose first bytes are `head` (all of them, or at least 64 KiB): what a base archive's
+/// files were cut by. `source` places the formats that need random access.
+pub(crate) fn cut_layout(
+    head: &mut Vec<u8>,
+    more: &mut More<'_>,
+    source: &dyn ModelSource,
+) -> Result<Option<Layout>> {
+    let mut eof = (head.len() as u64) >= source.size();
+    match head_layout(head, &mut eof, more)? {
+        Some(layout) => Ok(Some(layout)),
+        None => random_access_layout(source),
+    }
+}
+
+/// The layout that the head of a file gives, growing the head through `more` as its
+/// header needs (up to [`MAX_HEAD`]). The stream's length is unknown here; the layout only
+/// places cuts, so a claim that runs past the real end costs nothing but a shorter last
+/// piece.
+fn head_layout(head: &mut Vec<u8>, eof: &mut bool, more: &mut More<'_>) -> Result<Option<Layout>> {
+    loop {
         match mmh_model::sniff(head, u64::MAX) {
-            Ok(Sniff::NeedHead(n)) if n <= MAX_HEAD && n > head.len() as u64 => Some(n),
-            _ => None,
+            Ok(Sniff::Model(layout)) => return Ok(Some(layout)),
+            Ok(Sniff::NeedHead(n)) if !*eof && n <= MAX_HEAD && n > head.len() as u64 => {
+                *eof = more(head, n as usize)?;
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The layout of a format that only random access places (see the module docs): every
+/// other format is left to [`head_layout`], so that a file is cut the same way whether it
+/// is read from disk or from a pipe.
+fn random_access_layout(source: &dyn ModelSource) -> Result<Option<Layout>> {
+    match placed(mmh_model::layout(source))? {
+        Some(layout) if layout.format.needs_random_access() => Ok(Some(layout)),
+        _ => Ok(None),
+    }
+}
+
+/// What a layout error means to a fold or a listing: a failed read is an error (an archive's
+/// own error comes back as itself); any other error says that the file is not a model this
+/// crate places, and it is plain bytes.
+pub(crate) fn placed(found: mmh_model::Result<Option<Layout>>) -> Result<Option<Layout>> {
+    match found {
+        Ok(layout) => Ok(layout),
+        Err(mmh_model::Error::Read { source, .. }) => Err(match source.downcast::<Error>() {
+            Ok(ours) => ours,
+            Err(source) => Error::io("cannot read the model file", None)(source),
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A file on disk whose first bytes are in memory: ranges inside them are served from
+/// there, and the file is opened (a second handle, leaving the stream's cursor alone) only
+/// for the ranges past them, which only a zip's central directory needs.
+struct DiskSource<'h> {
+    head: &'h [u8],
+    path: &'h Path,
+    size: u64,
+    file: OnceCell<io::Result<File>>,
+}
+
+impl<'h> DiskSource<'h> {
+    /// `None` when the file's size cannot be read (it is then cut as a stream).
+    fn new(head: &'h [u8], path: &'h Path) -> Option<Self> {
+        let size = std::fs::metadata(path).ok()?.len();
+        Some(DiskSource {
+            head,
+            path,
+            size,
+            file: OnceCell::new(),
+        })
+    }
+}
+
+impl ModelSource for DiskSource<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, range: Range<u64>, buf: &mut Vec<u8>) -> io::Result<()> {
+        let in_head = usize::try_from(range.end)
+            .ok()
+            .and_then(|end| self.head.get(range.start as usize..end));
+        if let Some(bytes) = in_head {
+            buf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        match self.file.get_or_init(|| File::open(self.path)) {
+            Ok(file) => file.read_at(range, buf),
+            Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
         }
     }
 }
@@ -310,7 +417,7 @@ mod tests {
     fn cut_all(data: &[u8]) -> Vec<(usize, Option<TensorPiece>)> {
         let mut out = Vec::new();
         chunker()
-            .cut(&mut &data[..], &mut |bytes, piece| {
+            .cut(&mut &data[..], None, &mut |bytes, piece| {
                 out.push((bytes.len(), piece));
                 Ok(true)
             })
@@ -379,6 +486,7 @@ mod tests {
         );
         let lens: Vec<u32> = cuts.iter().map(|(l, _)| *l as u32).collect();
         let pieces: Vec<_> = cuts.into_iter().map(|(_, p)| p).collect();
-        assert_eq!(chunker().pieces_of(&file, &lens), pieces);
+        let layout = cut_layout(&mut file.clone(), &mut |_, _| Ok(true), &&file[..]).unwrap();
+        assert_eq!(chunker().pieces_of(layout.as_ref(), &lens), pieces);
     }
 }

@@ -157,7 +157,7 @@ pub fn fold_stream(
 ) -> Result<FoldSummary> {
     options.validate()?;
     in_pool(options.threads, || {
-        fold_in_pool(input, meta, output, options, observer)
+        fold_in_pool(input, None, meta, output, options, observer)
     })
 }
 
@@ -176,8 +176,10 @@ pub(crate) fn in_pool<T: Send>(
     }
 }
 
+/// Folds `input`, which is the file at `path` when it is given.
 fn fold_in_pool<W: Write + Send>(
     input: impl Read + Send,
+    path: Option<&Path>,
     meta: EntryMeta,
     output: W,
     options: &FoldOptions,
@@ -189,7 +191,11 @@ fn fold_in_pool<W: Write + Send>(
         mtime: meta.mtime,
         kind: empty_file(),
     };
-    let source: Content<'_> = (0, Box::new(move || Ok(Box::new(input) as _)));
+    let source: Content<'_> = (
+        0,
+        path.map(Path::to_path_buf),
+        Box::new(move || Ok(Box::new(input) as _)),
+    );
     fold_entries(
         vec![entry],
         vec![source],
@@ -214,5 +220,8 @@ pub fn fold_path(
     }
     let meta = EntryMeta::of_file(path)?;
     let file = std::fs::File::open(path).map_err(Error::io("cannot open", Some(path)))?;
-    fold_stream(file, meta, output, options, observer)
+    options.validate()?;
+    in_pool(options.threads, || {
+        fold_in_pool(file, Some(path), meta, output, options, observer)
+    })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -40,9 +41,12 @@ pub struct FoldSummary {
     pub warnings: Vec<String>,
 }
 
-/// The content of one file entry, to be read when the reader reaches it.
+/// The content of one file entry, to be read when the reader reaches it: the entry's
+/// number, where the file lies on disk (`None` for a stream; a file on disk can be read
+/// anywhere, which some model formats need, see [`Chunker::cut`]), and how to open it.
 pub(crate) type Content<'a> = (
     usize,
+    Option<PathBuf>,
     Box<dyn FnOnce() -> Result<Box<dyn Read + Send + 'a>> + Send + 'a>,
 );
 
@@ -195,10 +199,10 @@ pub(crate) fn fold_entries<'a, W: Write + Send>(
                 return Ok(0);
             };
             slot.clear();
-            for (entry, open) in sources {
+            for (entry, path, open) in sources {
                 let mut input = open()?;
                 let mut pieces = 0;
-                chunker.cut(&mut input, &mut |bytes, tensor| {
+                chunker.cut(&mut input, path.as_deref(), &mut |bytes, tensor| {
                     pieces += 1;
                     // Float tensor data of one format gets frames of its own, which
                     // the tensor codec can code as planes.

@@ -3,30 +3,25 @@
 //! listing of tensors) shows.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io;
 use std::ops::Range;
 use std::path::Path;
 
 use mmh_format::{EntryKind, ReadAt};
-use mmh_model::{Layout, Sniff};
+use mmh_model::{Layout, ModelSource};
 use mmh_verify::Chain;
 
+use crate::chunking::placed;
 use crate::unfold::{find_entry, read_range};
 use crate::{Error, Result};
 
-/// Bytes read first: the whole header of most model files.
-const FIRST_HEAD: u64 = 64 << 10;
-/// The longest head read to find a layout, as when folding (`chunking.rs`): a model
-/// whose header is longer is listed as plain bytes.
-const MAX_HEAD: u64 = 64 << 20;
-
-/// The layout of the file entry `entry` if it is a model file (safetensors today), read
-/// from its first bytes through [`read_range`] (64 KiB, then as much as the header
-/// needs, up to 64 MiB); `None` for any other file.
+/// The layout of the file entry `entry` if it is a model file (see [`mmh_model::layout`]
+/// for the formats), read through [`read_range`] without unfolding the rest; `None` for
+/// any other file.
 ///
-/// A file that claims to be a model but breaks the format's rules is `None` too, as it
-/// is to the fold, which stores it as plain bytes. Errors are those of reading the
-/// archive (and [`Error::NoSuchEntry`], [`Error::NotAFile`]).
+/// A file that claims to be a model but breaks the format's rules is `None` too: the fold
+/// stores it as plain bytes. Errors are those of reading the archive (and
+/// [`Error::NoSuchEntry`], [`Error::NotAFile`]).
 pub fn tensor_layout<R: ReadAt>(chain: &Chain<R>, entry: &str) -> Result<Option<Layout>> {
     let size = match &find_entry(chain.index(), entry)?.kind {
         EntryKind::File { size, .. } => *size,
@@ -34,55 +29,49 @@ pub fn tensor_layout<R: ReadAt>(chain: &Chain<R>, entry: &str) -> Result<Option<
             return Err(Error::NotAFile { name: entry.into() });
         }
     };
-    layout_of(size, |range, head| {
-        read_range(chain, entry, range, head).map(drop)
-    })
+    placed(mmh_model::layout(&EntrySource::new(chain, entry, size)))
 }
 
 /// The layout of the file at `path` if it is a model file, read as [`tensor_layout`]
 /// reads an archived one; `None` for any other file (a directory or a missing file is
 /// an error).
 pub fn file_tensor_layout(path: &Path) -> Result<Option<Layout>> {
-    let mut file = File::open(path).map_err(Error::io("cannot open the model file", Some(path)))?;
-    let size = file
-        .metadata()
-        .map_err(Error::io("cannot read the metadata of", Some(path)))?
-        .len();
-    layout_of(size, |range, head| {
-        file.seek(SeekFrom::Start(range.start))
-            .and_then(|_| {
-                (&mut file)
-                    .take(range.end - range.start)
-                    .read_to_end(head)
-                    .map(drop)
-            })
-            .map_err(Error::io("cannot read the model file", Some(path)))
-    })
+    let file = File::open(path).map_err(Error::io("cannot open the model file", Some(path)))?;
+    match mmh_model::layout(&file) {
+        Err(mmh_model::Error::Read { source, .. }) => {
+            Err(Error::io("cannot read the model file", Some(path))(source))
+        }
+        found => placed(found),
+    }
 }
 
-/// Sniffs a file of `size` bytes whose byte ranges `read` appends to a buffer.
-fn layout_of(
+/// An archived file, read anywhere through [`read_range`]: how [`mmh_model::layout`] reads
+/// an archive's entry. Its read errors carry the archive's [`Error`], which [`placed`]
+/// returns as itself.
+pub(crate) struct EntrySource<'c, R: ReadAt> {
+    chain: &'c Chain<R>,
+    name: &'c str,
     size: u64,
-    mut read: impl FnMut(Range<u64>, &mut Vec<u8>) -> Result<()>,
-) -> Result<Option<Layout>> {
-    let mut head = Vec::new();
-    read(0..FIRST_HEAD.min(size), &mut head)?;
-    loop {
-        match mmh_model::sniff(&head, size) {
-            Ok(Sniff::Model(layout)) => return Ok(Some(layout)),
-            // Each pass reads strictly more, and never past MAX_HEAD: the loop ends.
-            Ok(Sniff::NeedHead(needed))
-                if needed <= MAX_HEAD.min(size) && needed > head.len() as u64 =>
-            {
-                let have = head.len() as u64;
-                read(have..needed, &mut head)?;
-                if (head.len() as u64) < needed {
-                    // The file shrank while being read: not a model we can place.
-                    return Ok(None);
-                }
-            }
-            _ => return Ok(None),
+}
+
+impl<'c, R: ReadAt> EntrySource<'c, R> {
+    pub(crate) fn new(chain: &'c Chain<R>, name: &'c str, size: u64) -> Self {
+        EntrySource { chain, name, size }
+    }
+}
+
+impl<R: ReadAt> ModelSource for EntrySource<'_, R> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, range: Range<u64>, buf: &mut Vec<u8>) -> io::Result<()> {
+        let want = range.end.saturating_sub(range.start);
+        let read = read_range(self.chain, self.name, range, &mut *buf).map_err(io::Error::other)?;
+        if read < want {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        Ok(())
     }
 }
 

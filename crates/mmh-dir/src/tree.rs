@@ -38,6 +38,7 @@ pub fn fold_tree(
             Source::File { path, .. } => {
                 contents.push((
                     number,
+                    Some(path.clone()),
                     Box::new(move || {
                         let file =
                             File::open(&path).map_err(Error::io("cannot open", Some(&path)))?;

@@ -1,6 +1,8 @@
 //! The crate's one error type.
 
-use crate::DType;
+use std::ops::Range;
+
+use crate::{DType, ModelFormat};
 
 /// Why a file that claims to be a model cannot be read as one.
 ///
@@ -78,8 +80,10 @@ pub enum Error {
         data_len: u64,
     },
     /// The shape's element count times the element size does not fit in 64 bits.
-    #[error("safetensors tensor {name:?}: shape {shape:?} of {dtype} overflows 64 bits of bytes")]
+    #[error("{format} tensor {name:?}: shape {shape:?} of {dtype} overflows 64 bits of bytes")]
     ShapeOverflow {
+        /// The file's format.
+        format: ModelFormat,
         /// The tensor's name.
         name: String,
         /// Its element type.
@@ -106,10 +110,12 @@ pub enum Error {
     },
     /// Two tensors share bytes.
     #[error(
-        "safetensors tensors {first:?} (ending at byte {first_end}) and \
+        "{format} tensors {first:?} (ending at byte {first_end}) and \
          {second:?} (starting at byte {second_start}) overlap"
     )]
     Overlap {
+        /// The file's format.
+        format: ModelFormat,
         /// The tensor that starts first.
         first: String,
         /// Its absolute end.
@@ -118,6 +124,59 @@ pub enum Error {
         second: String,
         /// Its absolute start.
         second_start: u64,
+    },
+    /// A structure the file describes would end past the end of the file.
+    #[error(
+        "{format}: {what} would end at byte {end}, \
+         past the end of the {file_len}-byte file (truncated?)"
+    )]
+    Truncated {
+        /// The file's format.
+        format: ModelFormat,
+        /// What was being read.
+        what: &'static str,
+        /// Where it would end.
+        end: u64,
+        /// The file's size.
+        file_len: u64,
+    },
+    /// A length or count the file claims exceeds this crate's limit.
+    #[error("{format}: {what} claims {claimed}; the limit is {max}")]
+    TooLarge {
+        /// The file's format.
+        format: ModelFormat,
+        /// What claims it.
+        what: &'static str,
+        /// The claim.
+        claimed: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The file breaks a rule of its format (a bad value, an unknown code, …).
+    #[error("{format}: at byte {offset}: {reason}")]
+    Malformed {
+        /// The file's format.
+        format: ModelFormat,
+        /// Absolute offset in the file of the offending bytes.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the file through a [`ModelSource`](crate::ModelSource) failed.
+    #[error("cannot read bytes {}..{} of the model file: {source}", range.start, range.end)]
+    Read {
+        /// The bytes asked for.
+        range: Range<u64>,
+        /// What the source answered.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Placing the tensors would read more of the file than [`layout`](crate::layout)
+    /// allows.
+    #[error("placing the tensors would read more than {limit} bytes of the model file")]
+    ReadLimit {
+        /// The most bytes [`layout`](crate::layout) reads.
+        limit: u64,
     },
 }
 

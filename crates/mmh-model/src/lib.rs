@@ -2,13 +2,16 @@
 //!
 //! The folding pipeline cuts model files on tensor boundaries and pairs the tensors of two
 //! versions of a model by name. [`sniff`] gives it, from the first bytes of a file, the byte
-//! range, name, [`DType`] and shape of every tensor. It parses and never executes, and it
+//! range, name, [`DType`] and shape of every tensor; [`layout`] does the same for a file it
+//! can read anywhere ([`ModelSource`]), which also places formats whose index is at the end.
+//! It parses and never executes (a pickle is replayed on plain values, never run), and it
 //! treats every input as hostile: every length and offset is checked against the file size
-//! and [`MAX_HEADER_LEN`] before it is used, with checked arithmetic, and nothing is
-//! allocated from a claimed size.
+//! and [`MAX_HEADER_LEN`] before it is used, with checked arithmetic, nothing is allocated
+//! from a claimed size, and [`layout`] reads at most [`MAX_LAYOUT_READ`] bytes.
 //!
-//! Recognised formats ([`ModelFormat`]): safetensors. More formats slot in as more variants,
-//! each with its own parser module that [`sniff`] tries in turn.
+//! Recognised formats ([`ModelFormat`]): safetensors, GGUF and npy from a head (so through a
+//! stream too); PyTorch zip checkpoints and npz files through [`layout`] only. Each format
+//! has its own parser module.
 //!
 //! ```
 //! use mmh_model::{DType, Sniff, sniff};
@@ -27,6 +30,9 @@
 //! assert_eq!(layout.tensors[0].range, layout.header_len..file_len);
 //!
 //! assert_eq!(sniff(b"plain text, not a model", 23)?, Sniff::NotAModel);
+//!
+//! // A seekable source: the same answer, read by `layout`.
+//! assert_eq!(mmh_model::layout(&file)?, Some(layout));
 //! # Ok::<(), mmh_model::Error>(())
 //! ```
 //!
@@ -35,24 +41,63 @@
 #![deny(missing_docs)]
 
 mod error;
+mod gguf;
+mod npy;
+mod pickle;
+mod pytorch;
 mod safetensors;
+mod source;
+mod zip;
 
 use std::fmt;
 use std::ops::Range;
 
 pub use error::{Error, Result};
+pub use source::{MAX_LAYOUT_READ, ModelSource, layout};
 
-/// The largest model header [`sniff`] accepts (100 MiB). A larger claim is an error, never
-/// an allocation.
+/// The largest model header [`sniff`] accepts (100 MiB), and the largest zip central
+/// directory or pickle [`layout`] reads. A larger claim is an error, never an allocation.
 pub const MAX_HEADER_LEN: u64 = 100 << 20;
 
-/// A model file format that [`sniff`] recognises.
+/// A model file format that [`sniff`] or [`layout`] recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ModelFormat {
     /// Hugging Face safetensors: an 8-byte little-endian header length, a JSON header, then
     /// the tensor data.
     Safetensors,
+    /// llama.cpp GGUF (versions 2 and 3): a binary header of metadata and tensor infos,
+    /// then the aligned tensor data.
+    Gguf,
+    /// A PyTorch zip checkpoint (`torch.save`): a pickle naming the tensors and one stored
+    /// zip record per storage. Placed by [`layout`] only: the records' offsets are in the
+    /// zip's central directory, at the end of the file.
+    PyTorch,
+    /// One NumPy array (`.npy`): a Python-literal header, then the array's bytes.
+    Npy,
+    /// A zip of `.npy` members (`numpy.savez`). Placed by [`layout`] only, as
+    /// [`ModelFormat::PyTorch`]; only stored (uncompressed) members are placed.
+    Npz,
+}
+
+impl ModelFormat {
+    /// Whether only [`layout`] (which reads anywhere in the file) places this format's
+    /// tensors; [`sniff`] (which sees the head) answers [`Sniff::NotAModel`] for it.
+    pub fn needs_random_access(self) -> bool {
+        matches!(self, ModelFormat::PyTorch | ModelFormat::Npz)
+    }
+}
+
+impl fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelFormat::Safetensors => "safetensors",
+            ModelFormat::Gguf => "GGUF",
+            ModelFormat::PyTorch => "PyTorch zip",
+            ModelFormat::Npy => "npy",
+            ModelFormat::Npz => "npz",
+        })
+    }
 }
 
 /// The element type of a tensor.
@@ -176,21 +221,32 @@ pub struct Tensor {
 /// **Invariant:** `header_len <= tensors[0].range.start`, every `range.start <= range.end
 /// <= file_len`, and `tensors[i].range.end <= tensors[i + 1].range.start`: the ranges are
 /// sorted and disjoint (an empty range may touch its neighbours but never lies inside
-/// another tensor). Gaps between tensors and bytes after the last one are allowed.
+/// another tensor). Gaps between tensors and bytes after the last one are allowed. Every
+/// tensor in `shared` has its range inside (or equal to) the range of one tensor in
+/// `tensors`, so cutting a file on the boundaries of `tensors` never cuts a tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// The file's format.
     pub format: ModelFormat,
-    /// Bytes before the first tensor's data: `8 + n` for safetensors with an `n`-byte header.
+    /// Bytes before the first tensor's data: `8 + n` for safetensors with an `n`-byte
+    /// header, the end of the tensor infos and their alignment padding for GGUF, the end
+    /// of the pickle (or the first tensor, if earlier) for a PyTorch zip, the end of the
+    /// header for npy, the end of the first placed member's header for npz.
     pub header_len: u64,
     /// The tensors, sorted by `range.start` (then `range.end`, then name).
     pub tensors: Vec<Tensor>,
+    /// Tensors whose bytes are bytes of a tensor in `tensors` (tied weights, views of one
+    /// storage in a PyTorch checkpoint), sorted as `tensors` are. Empty for every format
+    /// but PyTorch zip, whose tensors may share storage; formats that give each tensor
+    /// its own bytes reject overlaps instead.
+    pub shared: Vec<Tensor>,
 }
 
 /// What [`sniff`] found at the start of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniff {
-    /// The bytes are not a model file this crate recognises.
+    /// The bytes are not a model file that this crate can place from a head (a PyTorch zip
+    /// or an npz is `NotAModel` here: see [`layout`]).
     NotAModel,
     /// Parse again with at least this many leading bytes of the file (never more than the
     /// file's length, and at most `8 + MAX_HEADER_LEN`).
@@ -206,9 +262,11 @@ type Parser = fn(&[u8], u64) -> Result<Sniff>;
 ///
 /// `head` is the first bytes of the file (any length, possibly the whole file) and
 /// `file_len` the file's total size. Returns [`Sniff::NeedHead`] when `head` is too short to
-/// decide, [`Sniff::NotAModel`] when the bytes do not look like any known format, and an
-/// error when they clearly claim a format but break its rules (a truncated file, offsets
-/// past the end, overlapping tensors, …); callers treat such a file as plain bytes.
+/// decide, [`Sniff::NotAModel`] when the bytes do not look like any format placeable from
+/// a head (safetensors, GGUF, npy), and an error when they clearly claim a format but
+/// break its rules (a truncated file, offsets past the end, overlapping tensors, …);
+/// callers treat such a file as plain bytes. A caller that can read anywhere in the file
+/// calls [`layout`] instead, which also places PyTorch zips and npz files.
 ///
 /// # Errors
 /// [`Error::HeadPastEnd`] when `head` is longer than `file_len`; otherwise an error naming
@@ -218,8 +276,10 @@ pub fn sniff(head: &[u8], file_len: u64) -> Result<Sniff> {
     if head_len > file_len {
         return Err(Error::HeadPastEnd { head_len, file_len });
     }
-    // Each format in turn; the first that does not answer NotAModel decides.
-    const PARSERS: [Parser; 1] = [safetensors::sniff];
+    // Each format in turn; the first that does not answer NotAModel decides. The magic
+    // numbers of GGUF and npy cannot open a plausible safetensors header (see
+    // `safetensors::opens_header`), so the order does not change any answer.
+    const PARSERS: [Parser; 3] = [safetensors::sniff, gguf::sniff, npy::sniff];
     for parse in PARSERS {
         match parse(head, file_len)? {
             Sniff::NotAModel => {}
@@ -227,4 +287,61 @@ pub fn sniff(head: &[u8], file_len: u64) -> Result<Sniff> {
         }
     }
     Ok(Sniff::NotAModel)
+}
+
+/// Bytes a tensor of `dtype` and `shape` holds (any zero dimension: no elements, whatever
+/// the others claim); `None` for [`DType::Other`].
+fn byte_len(format: ModelFormat, name: &str, dtype: &DType, shape: &[u64]) -> Result<Option<u64>> {
+    let Some(size) = dtype.size_bytes() else {
+        return Ok(None);
+    };
+    elements_times(format, name, dtype, shape, size).map(Some)
+}
+
+/// The element count of `shape` times `size`, or [`Error::ShapeOverflow`].
+fn elements_times(
+    format: ModelFormat,
+    name: &str,
+    dtype: &DType,
+    shape: &[u64],
+    size: u64,
+) -> Result<u64> {
+    if shape.contains(&0) {
+        return Ok(0);
+    }
+    shape
+        .iter()
+        .try_fold(size, |bytes, &dim| bytes.checked_mul(dim))
+        .ok_or_else(|| Error::ShapeOverflow {
+            format,
+            name: name.to_owned(),
+            dtype: dtype.clone(),
+            shape: shape.to_vec(),
+        })
+}
+
+/// Sorts tensors as [`Layout::tensors`] are sorted.
+fn sort_tensors(tensors: &mut [Tensor]) {
+    tensors.sort_unstable_by(|a, b| {
+        (a.range.start, a.range.end, &a.name).cmp(&(b.range.start, b.range.end, &b.name))
+    });
+}
+
+/// Sorts `tensors` and checks that no two share a byte ([`Error::Overlap`] otherwise).
+fn sorted_disjoint(format: ModelFormat, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    sort_tensors(&mut tensors);
+    if let Some(pair) = tensors
+        .windows(2)
+        .find(|pair| pair[0].range.end > pair[1].range.start)
+    {
+        let (first, second) = (&pair[0], &pair[1]);
+        return Err(Error::Overlap {
+            format,
+            first: first.name.clone(),
+            first_end: first.range.end,
+            second: second.name.clone(),
+            second_start: second.range.start,
+        });
+    }
+    Ok(tensors)
 }

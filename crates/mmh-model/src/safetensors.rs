@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{DType, Error, Layout, MAX_HEADER_LEN, ModelFormat, Result, Sniff, Tensor};
+use crate::{
+    DType, Error, Layout, MAX_HEADER_LEN, ModelFormat, Result, Sniff, Tensor, byte_len,
+    sorted_disjoint,
+};
 
 /// Bytes of the header length field.
 const LEN_FIELD: u64 = 8;
@@ -107,25 +110,11 @@ fn parse_header(header: &[u8], header_end: u64, file_len: u64) -> Result<Layout>
         };
         tensors.push(tensor(name, entry, header_end, data_len)?);
     }
-    tensors.sort_unstable_by(|a, b| {
-        (a.range.start, a.range.end, &a.name).cmp(&(b.range.start, b.range.end, &b.name))
-    });
-    if let Some(pair) = tensors
-        .windows(2)
-        .find(|pair| pair[0].range.end > pair[1].range.start)
-    {
-        let (first, second) = (&pair[0], &pair[1]);
-        return Err(Error::Overlap {
-            first: first.name.clone(),
-            first_end: first.range.end,
-            second: second.name.clone(),
-            second_start: second.range.start,
-        });
-    }
     Ok(Layout {
         format: ModelFormat::Safetensors,
         header_len: header_end,
-        tensors,
+        tensors: sorted_disjoint(ModelFormat::Safetensors, tensors)?,
+        shared: Vec::new(),
     })
 }
 
@@ -147,18 +136,7 @@ fn tensor(name: String, entry: Entry, header_end: u64, data_len: u64) -> Result<
         });
     }
     let dtype = DType::from_safetensors_name(&dtype);
-    if let Some(size) = dtype.size_bytes() {
-        // Any zero dimension means no elements, whatever the others claim.
-        let expected = if shape.contains(&0) {
-            Some(0)
-        } else {
-            shape
-                .iter()
-                .try_fold(size, |bytes, &dim| bytes.checked_mul(dim))
-        };
-        let Some(expected) = expected else {
-            return Err(Error::ShapeOverflow { name, dtype, shape });
-        };
+    if let Some(expected) = byte_len(ModelFormat::Safetensors, &name, &dtype, &shape)? {
         let actual = end - begin;
         if expected != actual {
             return Err(Error::LengthMismatch {
