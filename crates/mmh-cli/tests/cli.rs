@@ -1150,7 +1150,7 @@ fn hash_refuses_paths_without_tensors_and_names_in_two_shards() {
 /// The real models of the development corpus (`bash /work/shared/corpus/build.sh`):
 /// the bf16 Piper voice as one file and as a sharded directory, and their archives.
 #[test]
-fn hash_of_the_corpus_model_is_the_same_as_file_shards_and_archives() {
+fn hash_of_the_corpus_models_is_the_same_across_formats_shards_and_archives() {
     let corpus = Path::new("/tmp/mmh-dev-corpus");
     let (file, shards) = (
         corpus.join("piper-bf16.safetensors"),
@@ -1171,4 +1171,15 @@ fn hash_of_the_corpus_model_is_the_same_as_file_shards_and_archives() {
         fold(input, &archive);
         assert_eq!(fingerprint(&archive), expected, "{name}");
     }
+    // The same state dict as a PyTorch checkpoint and as safetensors, and the
+    // checkpoint's archive (folded with its tensors found through the zip directory).
+    let (checkpoint, safetensors) = (
+        corpus.join("khmer-fp32.pth"),
+        corpus.join("khmer-fp32.safetensors"),
+    );
+    let expected = fingerprint(&safetensors);
+    assert_eq!(fingerprint(&checkpoint), expected);
+    let archive = dir.path().join("checkpoint.mmh");
+    fold(&checkpoint, &archive);
+    assert_eq!(fingerprint(&archive), expected);
 }

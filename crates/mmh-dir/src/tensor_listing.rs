@@ -30,10 +30,11 @@ impl TensorListing {
     }
 }
 
-/// Every tensor a layout describes: the one place that enumerates them, so that a
-/// listing, a lookup by name and a fingerprint all see the same tensors.
+/// Every tensor a layout describes, those whose bytes lie inside another's (tied
+/// weights, views) included: the one place that enumerates them, so that a listing, a
+/// lookup by name and a fingerprint all see the same tensors.
 pub(crate) fn layout_tensors(layout: &Layout) -> impl Iterator<Item = &Tensor> {
-    layout.tensors.iter()
+    layout.tensors.iter().chain(&layout.shared)
 }
 
 /// The files of the archive, in archive order, with their sizes.
