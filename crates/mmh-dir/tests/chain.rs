@@ -8,49 +8,24 @@ mod common;
 use std::fs::{self, File};
 use std::path::Path;
 
-use common::{model_tensors, noise, nudge, safetensors};
+use common::{fold_on_disk, model_options, model_tensors, noise, nudge, safetensors};
 use mmh_dir::{
-    BaseMode, CdcParams, Chain, FoldBase, FoldOptions, FoldSummary, Overwrite, Quiet, WalkOptions,
-    fold_path, fold_tree, open_archive, open_chain, open_file, read_range, single_file,
-    unfold_entry, unfold_path, unfold_to_path,
+    BaseMode, Chain, FoldBase, FoldOptions, FoldSummary, Overwrite, Quiet, WalkOptions, fold_path,
+    fold_tree, open_archive, open_chain, open_file, read_range, single_file, unfold_entry,
+    unfold_path, unfold_to_path,
 };
 use mmh_format::consts::FRAME_HEADER_LEN;
 use mmh_format::{Archive, ChunkSource, Index};
 use proptest::prelude::*;
 
-/// Chunks of 1..16 KiB: a 32 KiB tensor is two pieces of 16 KiB.
-const CDC: CdcParams = CdcParams {
-    min_size: 1024,
-    avg_size: 4096,
-    max_size: 16384,
-};
 const TENSORS: usize = 40;
 /// F32 values per tensor: 32 KiB.
 const VALUES: usize = 8192;
 /// Two tensors of forty (5%) change from one version to the next.
 const CHANGED: [usize; 2] = [7, 23];
 
-fn options(base: Option<FoldBase>) -> FoldOptions {
-    FoldOptions {
-        cdc: CDC,
-        frame_size: 64 << 10,
-        threads: Some(2),
-        base,
-        ..FoldOptions::default()
-    }
-}
-
 fn base(path: &Path, mode: BaseMode) -> Option<FoldBase> {
     Some(FoldBase::open(path, mode, &[]).unwrap())
-}
-
-/// Writes `content` to `dir/name/model.safetensors` and folds it into `dir/name.mmh`.
-fn fold_model(dir: &Path, name: &str, content: &[u8], options: &FoldOptions) -> FoldSummary {
-    let source = dir.join(name).join("model.safetensors");
-    fs::create_dir_all(source.parent().unwrap()).unwrap();
-    fs::write(&source, content).unwrap();
-    let output = File::create(dir.join(format!("{name}.mmh"))).unwrap();
-    fold_path(&source, &WalkOptions::default(), output, options, &Quiet).unwrap()
 }
 
 /// The only file of the archive, unfolded through `chain` and checked by `verify_archive`.
@@ -84,12 +59,13 @@ fn fine_tuned(dir: &Path) -> (Vec<u8>, Vec<u8>, FoldSummary) {
     let v1 = safetensors(&tensors);
     let v2 = safetensors(&nudge(&tensors, &CHANGED));
     assert_eq!(v1.len(), v2.len());
-    fold_model(dir, "v1", &v1, &options(None));
-    let summary = fold_model(
+    fold_on_disk(dir, "v1", "model.safetensors", &v1, &model_options(None));
+    let summary = fold_on_disk(
         dir,
         "v2",
+        "model.safetensors",
         &v2,
-        &options(base(&dir.join("v1.mmh"), BaseMode::Reference)),
+        &model_options(base(&dir.join("v1.mmh"), BaseMode::Reference)),
     );
     (v1, v2, summary)
 }
@@ -160,19 +136,27 @@ fn a_chain_of_three_versions_unfolds_through_every_link() {
     let step1 = model_tensors(TENSORS, VALUES, 2);
     let step2 = nudge(&step1, &[3]);
     let step3 = nudge(&step2, &[3, 30]);
-    fold_model(dir.path(), "step1", &safetensors(&step1), &options(None));
+    fold_on_disk(
+        dir.path(),
+        "step1",
+        "model.safetensors",
+        &safetensors(&step1),
+        &model_options(None),
+    );
     let path = |name: &str| dir.path().join(format!("{name}.mmh"));
-    fold_model(
+    fold_on_disk(
         dir.path(),
         "step2",
+        "model.safetensors",
         &safetensors(&step2),
-        &options(base(&path("step1"), BaseMode::Reference)),
+        &model_options(base(&path("step1"), BaseMode::Reference)),
     );
-    let summary = fold_model(
+    let summary = fold_on_disk(
         dir.path(),
         "step3",
+        "model.safetensors",
         &safetensors(&step3),
-        &options(base(&path("step2"), BaseMode::Reference)),
+        &model_options(base(&path("step2"), BaseMode::Reference)),
     );
     assert!(
         summary.base_bytes > 0 && summary.delta_bytes > 0,
@@ -254,9 +238,9 @@ fn a_different_archive_is_never_taken_for_the_base() {
     // whose chunks partly coincide), under another name, then under the base's name.
     let other = FoldOptions {
         frame_size: 32 << 10,
-        ..options(None)
+        ..model_options(None)
     };
-    fold_model(dir.path(), "impostor", &v1, &other);
+    fold_on_disk(dir.path(), "impostor", "model.safetensors", &v1, &other);
     let impostor = dir.path().join("impostor.mmh");
     let err = open_chain(&v2_path, std::slice::from_ref(&impostor)).unwrap_err();
     assert!(matches!(err, mmh_dir::Error::BaseNotFound { .. }), "{err}");
@@ -280,11 +264,12 @@ fn a_different_archive_is_never_taken_for_the_base() {
 fn a_self_contained_fold_needs_no_base() {
     let dir = tempfile::tempdir().unwrap();
     let (_, v2, _) = fine_tuned(dir.path());
-    let copy = fold_model(
+    let copy = fold_on_disk(
         dir.path(),
         "v2-alone",
+        "model.safetensors",
         &v2,
-        &options(base(&dir.path().join("v1.mmh"), BaseMode::Copy)),
+        &model_options(base(&dir.path().join("v1.mmh"), BaseMode::Copy)),
     );
     let changed_bytes = (CHANGED.len() * VALUES * 4) as u64;
     // The unchanged chunks are copied from the base as stored; the changed ones are
@@ -300,7 +285,13 @@ fn a_self_contained_fold_needs_no_base() {
     );
     // No old bytes of the changed tensors are carried along: about what folding v2 with
     // no base at all costs.
-    fold_model(dir.path(), "v2-plain", &v2, &options(None));
+    fold_on_disk(
+        dir.path(),
+        "v2-plain",
+        "model.safetensors",
+        &v2,
+        &model_options(None),
+    );
     let plain = size(&dir.path().join("v2-plain.mmh"));
     assert!(
         size(&path) <= plain + plain / 100,
@@ -326,7 +317,7 @@ fn the_same_big_file_twice_in_a_tree_costs_one_copy() {
         &tree.join("a.bin"),
         &WalkOptions::default(),
         &mut single,
-        &options(None),
+        &model_options(None),
         &Quiet,
     )
     .unwrap();
@@ -335,7 +326,7 @@ fn the_same_big_file_twice_in_a_tree_costs_one_copy() {
         &tree,
         &WalkOptions::default(),
         &mut both,
-        &options(None),
+        &model_options(None),
         &Quiet,
     )
     .unwrap();
@@ -446,16 +437,23 @@ fn a_forged_base_frame_is_caught_by_the_chunk_digest() {
             choice: mmh_codecs::CodecChoice::Only(mmh_codecs::CodecId::Store),
             ..Default::default()
         },
-        ..options(None)
+        ..model_options(None)
     };
-    fold_model(dir.path(), "v1", &safetensors(&tensors), &stored_raw);
+    fold_on_disk(
+        dir.path(),
+        "v1",
+        "model.safetensors",
+        &safetensors(&tensors),
+        &stored_raw,
+    );
     let v1_path = dir.path().join("v1.mmh");
     let v2 = safetensors(&nudge(&tensors, &CHANGED));
-    fold_model(
+    fold_on_disk(
         dir.path(),
         "v2",
+        "model.safetensors",
         &v2,
-        &options(base(&v1_path, BaseMode::Reference)),
+        &model_options(base(&v1_path, BaseMode::Reference)),
     );
     let archive = Archive::open(fs::read(&v1_path).unwrap()).unwrap();
     // A frame stored raw: change a byte of a tensor, re-seal its checksum.
@@ -504,7 +502,7 @@ proptest! {
         (cdc, frame_size) in prop_oneof![
             Just((common::SMALL_CDC, 1024u32)),
             Just((common::SMALL_CDC, 8192)),
-            Just((CDC, 16384)),
+            Just((model_options(None).cdc, 16384)),
         ],
     ) {
         let tensors: Vec<(String, Vec<f32>)> = shapes
@@ -557,7 +555,7 @@ fn a_chain_deeper_than_the_limit_is_refused() {
             content.as_slice(),
             common::meta("f"),
             &mut file,
-            &options(base),
+            &model_options(base),
             &Quiet,
         )
         .unwrap();
@@ -612,7 +610,7 @@ fn a_tree_folds_against_its_previous_version_and_diffs_against_it() {
         &old,
         &walk,
         File::create(&old_path).unwrap(),
-        &options(None),
+        &model_options(None),
         &Quiet,
     )
     .unwrap();
@@ -622,7 +620,7 @@ fn a_tree_folds_against_its_previous_version_and_diffs_against_it() {
         &new,
         &walk,
         File::create(&new_path).unwrap(),
-        &options(base),
+        &model_options(base),
         &Quiet,
     )
     .unwrap();

@@ -5,35 +5,16 @@
 
 mod common;
 
-use std::fs::{self, File};
 use std::path::Path;
 
-use common::{model_tensors, nudge};
-use mmh_dir::{
-    BaseMode, CdcParams, FoldBase, FoldOptions, FoldSummary, Quiet, WalkOptions,
-    file_tensor_layout, fold_path, open_chain, tensor_layout,
-};
+use common::{fold_on_disk, model_options, model_tensors, nudge};
+use mmh_dir::{BaseMode, FoldBase, Quiet, file_tensor_layout, open_chain, tensor_layout};
 use mmh_model::{DType, ModelFormat};
 
-const CDC: CdcParams = CdcParams {
-    min_size: 1024,
-    avg_size: 4096,
-    max_size: 16384,
-};
 const TENSORS: usize = 20;
 /// F32 values per tensor: 32 KiB, two tensor pieces.
 const VALUES: usize = 8192;
 const CHANGED: [usize; 2] = [3, 11];
-
-fn options(base: Option<FoldBase>) -> FoldOptions {
-    FoldOptions {
-        cdc: CDC,
-        frame_size: 64 << 10,
-        threads: Some(2),
-        base,
-        ..FoldOptions::default()
-    }
-}
 
 /// A pickle string.
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -115,15 +96,6 @@ fn pytorch(tensors: &[(String, Vec<f32>)]) -> Vec<u8> {
     zip(&records)
 }
 
-/// Writes `content` to `dir/name/model.pth` and folds it from there into `dir/name.mmh`.
-fn fold_file(dir: &Path, name: &str, content: &[u8], options: &FoldOptions) -> FoldSummary {
-    let source = dir.join(name).join("model.pth");
-    fs::create_dir_all(source.parent().unwrap()).unwrap();
-    fs::write(&source, content).unwrap();
-    let output = File::create(dir.join(format!("{name}.mmh"))).unwrap();
-    fold_path(&source, &WalkOptions::default(), output, options, &Quiet).unwrap()
-}
-
 fn base(path: &Path) -> Option<FoldBase> {
     Some(FoldBase::open(path, BaseMode::Reference, &[]).unwrap())
 }
@@ -133,7 +105,13 @@ fn a_checkpoint_on_disk_has_its_tensors_in_the_archive_and_listed() {
     let dir = tempfile::tempdir().unwrap();
     let tensors = model_tensors(TENSORS, VALUES, 1);
     let content = pytorch(&tensors);
-    fold_file(dir.path(), "v1", &content, &options(None));
+    fold_on_disk(
+        dir.path(),
+        "v1",
+        "model.pth",
+        &content,
+        &model_options(None),
+    );
     let chain = open_chain(&dir.path().join("v1.mmh"), &[]).unwrap();
     let layout = tensor_layout(&chain, "model.pth").unwrap().unwrap();
     assert_eq!(layout.format, ModelFormat::PyTorch);
@@ -171,12 +149,13 @@ fn a_fine_tuned_checkpoint_on_disk_stores_its_changed_tensors_as_deltas() {
     let tensors = model_tensors(TENSORS, VALUES, 1);
     let (v1, v2) = (pytorch(&tensors), pytorch(&nudge(&tensors, &CHANGED)));
     assert_eq!(v1.len(), v2.len());
-    fold_file(dir.path(), "v1", &v1, &options(None));
-    let summary = fold_file(
+    fold_on_disk(dir.path(), "v1", "model.pth", &v1, &model_options(None));
+    let summary = fold_on_disk(
         dir.path(),
         "v2",
+        "model.pth",
         &v2,
-        &options(base(&dir.path().join("v1.mmh"))),
+        &model_options(base(&dir.path().join("v1.mmh"))),
     );
     let changed_bytes = (CHANGED.len() * VALUES * 4) as u64;
     assert_eq!(summary.delta_bytes, changed_bytes, "{summary:?}");
@@ -190,13 +169,13 @@ fn a_fine_tuned_checkpoint_on_disk_stores_its_changed_tensors_as_deltas() {
 #[test]
 fn a_checkpoint_through_a_pipe_is_cut_by_content() {
     let content = pytorch(&model_tensors(TENSORS, VALUES, 1));
-    let (archive, _) = common::fold_bytes(&content, "model.pth", &options(None));
+    let (archive, _) = common::fold_bytes(&content, "model.pth", &model_options(None));
     let chain = common::chain(&archive);
     // Without the directory at the end of the file no tensor is known: content-defined
     // chunks throughout, as for any other stream.
     assert_eq!(
         common::chunk_lens(chain.index(), "model.pth"),
-        common::cdc_lens(&content, &CDC)
+        common::cdc_lens(&content, &model_options(None).cdc)
     );
     // The listing reads the archived file anywhere, and finds the tensors.
     let layout = tensor_layout(&chain, "model.pth").unwrap().unwrap();
@@ -220,7 +199,7 @@ fn gguf_through_a_pipe_is_cut_on_its_tensors() {
     file.resize(file.len().next_multiple_of(32), 0);
     let data_start = file.len();
     file.extend(common::noise(32768 + 16, 5));
-    let (archive, _) = common::fold_bytes(&file, "m.gguf", &options(None));
+    let (archive, _) = common::fold_bytes(&file, "m.gguf", &model_options(None));
     let chain = common::chain(&archive);
     // The header, then the F16 tensor in two pieces of 16 KiB, then the F32 tensor.
     let lens = common::chunk_lens(chain.index(), "m.gguf");

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use mmh_codecs::{Accelerator, CdcParams, CpuAccelerator};
-use mmh_dir::{Chain, EntryMeta, FoldOptions, FoldSummary, Quiet, fold_stream};
+use mmh_dir::{
+    Chain, EntryMeta, FoldBase, FoldOptions, FoldSummary, Quiet, WalkOptions, fold_path,
+    fold_stream,
+};
 use mmh_format::{Archive, Digest, EntryKind, Index, Timestamp};
 
 /// 1 KiB of zeros, 1 KiB of xorshift bytes and 1.5 KiB of text: folded in 1 KiB chunks
@@ -46,6 +49,38 @@ pub fn small_options(frame_size: u32) -> FoldOptions {
         threads: Some(2),
         ..FoldOptions::default()
     }
+}
+
+/// Fold options for model tests: chunks of 1..16 KiB (a tensor of 8192 f32 values is
+/// two pieces of 16 KiB), frames of 64 KiB, two threads, folding against `base`.
+pub fn model_options(base: Option<FoldBase>) -> FoldOptions {
+    FoldOptions {
+        cdc: CdcParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        },
+        frame_size: 64 << 10,
+        threads: Some(2),
+        base,
+        ..FoldOptions::default()
+    }
+}
+
+/// Writes `content` to `dir/name/file_name` and folds it from there, as `mmh fold`
+/// does a file, into `dir/name.mmh`.
+pub fn fold_on_disk(
+    dir: &Path,
+    name: &str,
+    file_name: &str,
+    content: &[u8],
+    options: &FoldOptions,
+) -> FoldSummary {
+    let source = dir.join(name).join(file_name);
+    std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+    std::fs::write(&source, content).unwrap();
+    let output = std::fs::File::create(dir.join(format!("{name}.mmh"))).unwrap();
+    fold_path(&source, &WalkOptions::default(), output, options, &Quiet).unwrap()
 }
 
 /// `len` xorshift bytes: incompressible, and different for each seed.
