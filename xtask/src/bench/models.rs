@@ -210,11 +210,6 @@ pub fn measure(config: &Config, target: &Path, scratch: &Path) -> Result<ModelsR
                 group.bytes() as f64 / 1e6
             );
             let data = read_pieces(path, &group.pieces)?;
-            let lens: Vec<usize> = group
-                .pieces
-                .iter()
-                .map(|r| (r.end - r.start) as usize)
-                .collect();
             rows.push(measure_row(
                 config,
                 &pool,
@@ -223,7 +218,6 @@ pub fn measure(config: &Config, target: &Path, scratch: &Path) -> Result<ModelsR
                 file.clone(),
                 &group,
                 &data,
-                &lens,
             )?);
         }
     }
@@ -317,7 +311,7 @@ fn read_pieces(path: &Path, pieces: &[std::ops::Range<u64>]) -> Result<Vec<u8>> 
     Ok(data)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Measures one (file, dtype): `data` is `group`'s tensors, concatenated.
 fn measure_row(
     config: &Config,
     pool: &rayon::ThreadPool,
@@ -326,8 +320,12 @@ fn measure_row(
     file: String,
     group: &Group,
     data: &[u8],
-    lens: &[usize],
 ) -> Result<Row> {
+    let lens: Vec<usize> = group
+        .pieces
+        .iter()
+        .map(|r| (r.end - r.start) as usize)
+        .collect();
     let frames: Vec<&[u8]> = data.chunks(mmh_dir::DEFAULT_FRAME_SIZE as usize).collect();
     let bytes = data.len() as u64;
     let pct = |bits: f64| 100.0 * bits / 8.0 / bytes as f64;
@@ -350,7 +348,7 @@ fn measure_row(
         zstd3,
         zstd19,
         codec_bound_pct: pct(frames.iter().map(|f| codec_bound_bits(f, group.kind)).sum()),
-        value_bound_pct: pct(value_bound_bits(data, lens, group.kind.width())),
+        value_bound_pct: pct(value_bound_bits(data, &lens, group.kind.width())),
         zipnn,
     })
 }
@@ -775,10 +773,11 @@ impl ModelsResult {
                     .map(speed)
                     .join(" | "),
                 ),
-                Err(why) => (
-                    format!("unavailable: {}", cell_text(why)),
-                    "— | — | — | —".to_owned(),
-                ),
+                // When ZipNN could not be installed the paragraph above says why once.
+                Err(_) if self.zipnn.is_err() => {
+                    ("unavailable".to_owned(), "— | — | — | —".to_owned())
+                }
+                Err(why) => (cell_text(why), "— | — | — | —".to_owned()),
             };
             let m = &r.mmh;
             let _ = writeln!(
@@ -1178,5 +1177,66 @@ mod tests {
         let data = read_pieces(&root.join("m.safetensors"), &groups[0].pieces).unwrap();
         let s = start as usize;
         assert_eq!(data, [&model[s..s + 8], &model[s + 24..s + 28]].concat());
+    }
+
+    fn row(zipnn: std::result::Result<Zipnn, String>, failures: Vec<String>) -> Row {
+        let zstd = |level| Zstd {
+            level,
+            stored_bytes: 80,
+            ratio_pct: 80.0,
+            speeds: Speeds::default(),
+            failure: None,
+        };
+        Row {
+            file: "m.safetensors".into(),
+            dtype: "BF16".into(),
+            tensors: 1,
+            bytes: 100,
+            mmh: Mmh {
+                stored_bytes: 66,
+                ratio_pct: 66.0,
+                frames_by_codec: BTreeMap::new(),
+                one_thread: Speeds::default(),
+                all_threads: Speeds::default(),
+                failures,
+            },
+            zstd3: zstd(3),
+            zstd19: zstd(19),
+            codec_bound_pct: 65.5,
+            value_bound_pct: 65.9,
+            zipnn,
+        }
+    }
+
+    #[test]
+    fn markdown_says_once_why_zipnn_is_missing_and_failures_are_reported() {
+        let why = "pip install failed: no network";
+        let result = ModelsResult {
+            dir: PathBuf::from("/corpus"),
+            frame_bytes: 4 << 20,
+            threads: 2,
+            runs: 3,
+            zipnn: Err(why.into()),
+            rows: vec![row(Err(why.into()), vec!["bytes differ".into()])],
+        };
+        let md = result.markdown();
+        assert_eq!(md.matches(why).count(), 1, "{md}");
+        assert!(
+            md.contains("| 66.00 (FAILED) | unavailable | 80.00 |"),
+            "{md}"
+        );
+        assert_eq!(
+            result.failures(),
+            vec!["--models m.safetensors BF16: bytes differ".to_owned()]
+        );
+
+        // A row ZipNN could not take, with ZipNN installed: the row's own reason.
+        let result = ModelsResult {
+            zipnn: Ok("0.5.4".into()),
+            rows: vec![row(Err("ZipNN takes no F64".into()), Vec::new())],
+            ..result
+        };
+        assert!(result.markdown().contains("| ZipNN takes no F64 |"));
+        assert!(result.failures().is_empty());
     }
 }
