@@ -4,7 +4,7 @@
 //! ```text
 //! cargo xtask bench [--tiers 1M,64M,1G] [--max-bytes 1G] [--threads N] [--level 3]
 //!                   [--runs 3] [--out docs/bench] [--rss] [--tree [--tree-files N]]
-//!                   [--chains] [--cdc] [--corpus DIR] [FILE...]
+//!                   [--chains] [--cdc] [--corpus DIR] [FILE...] [--models [DIR]]
 //! ```
 //!
 //! For every input (a generated tier of [`mmh_benches::MixedData`], or a FILE) it runs,
@@ -39,7 +39,11 @@
 //! - `--chains` (`chains.rs`): a new version of a model file against the archive of the
 //!   old one (`mmh fold --base`), against `zstd --patch-from` and an XOR delta, on the
 //!   development corpus; and one weight file stored under two names;
-//! - `--cdc` (`cdc.rs`): content-defined chunking throughput of the CPU backend.
+//! - `--cdc` (`cdc.rs`): content-defined chunking throughput of the CPU backend;
+//! - `--models [DIR]` (`models.rs`): the tensor codec against ZipNN 0.5.4 (installed from
+//!   PyPI into `target/bench/zipnn-venv`, run by `zipnn_bench.py`), zstd -3 and -19 and
+//!   two entropy bounds, per float dtype of every model file under DIR (default: the
+//!   corpus), with its own plot `<out>/models-size-vs-speed.svg`.
 //!
 //! A correctness check that fails in a section (an unfold that does not give the source
 //! back) is printed in its table, and the bench then exits with an error.
@@ -51,6 +55,7 @@ mod cdc;
 mod chains;
 mod external;
 mod measure;
+mod models;
 mod report;
 mod rss;
 mod sys;
@@ -106,6 +111,10 @@ usage: cargo xtask bench [options] [FILE...]
                    may run; it is then killed and its cell shows the error (default 300)
   --corpus DIR     the development corpus (default /tmp/mmh-dev-corpus; build it with
                    `bash /work/shared/corpus/build.sh`)
+  --models [DIR]   the tensor codec against ZipNN (pip-installed into target/bench/zipnn-venv),
+                   zstd -3/-19 and entropy bounds, per float dtype of every model file under
+                   DIR (default: the corpus); plot in <out>/models-size-vs-speed.svg. A word
+                   after --models that is not an option is DIR: put FILEs before it
   FILE...          real files to measure as well (e.g. from /tmp/mmh-dev-corpus)";
 
 /// What one `cargo xtask bench` measures.
@@ -141,6 +150,10 @@ pub struct Config {
     pub cdc: bool,
     /// The development corpus.
     pub corpus: PathBuf,
+    /// Measure the tensor codec on model files.
+    pub models: bool,
+    /// Where those are; the corpus when `None`.
+    pub models_dir: Option<PathBuf>,
     /// Longest a child process may run.
     pub timeout: Duration,
 }
@@ -192,8 +205,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         });
     }
     ensure!(
-        !inputs.is_empty() || config.rss || config.tree || config.chains || config.cdc,
-        "nothing to measure: no tiers, no files and no section (--rss, --tree, --chains, --cdc)"
+        !inputs.is_empty()
+            || config.rss
+            || config.tree
+            || config.chains
+            || config.cdc
+            || config.models,
+        "nothing to measure: no tiers, no files and no section (--rss, --tree, --chains, --cdc, --models)"
     );
 
     let host = report::Host::detect(&config);
@@ -215,6 +233,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
     })?
     .flatten();
     let cdc = timed("--cdc", config.cdc, || cdc::measure(&config))?.unwrap_or_default();
+    let models = timed("--models", config.models, || {
+        models::measure(&config, &target, scratch.path())
+    })?;
 
     let mut host = host;
     host.load_after = report::load_average();
@@ -226,6 +247,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         tree,
         chains,
         cdc,
+        models,
     };
     print!("{}", report::markdown(&all));
     let json_path = bench_dir.join("results.json");
@@ -239,6 +261,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         report::plot(&all.inputs, &svg)?;
         eprintln!("bench: wrote {}", svg.display());
     }
+    if let Some(models) = &all.models {
+        std::fs::create_dir_all(&config.out)
+            .with_context(|| format!("cannot create {}", config.out.display()))?;
+        let svg = config.out.join("models-size-vs-speed.svg");
+        models.plot(&svg)?;
+        eprintln!("bench: wrote {}", svg.display());
+    }
     let failures = all.failures();
     ensure!(
         failures.is_empty(),
@@ -246,6 +275,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         failures.join("\n  ")
     );
     Ok(())
+}
+
+impl Config {
+    /// The directory `--models` walks.
+    pub fn models_dir(&self) -> &Path {
+        self.models_dir.as_deref().unwrap_or(&self.corpus)
+    }
 }
 
 /// Runs an opt-in section when `wanted`, logging how long it took.
@@ -279,9 +315,11 @@ fn parse_args(args: &[String]) -> Result<Config> {
         chains: false,
         cdc: false,
         corpus: PathBuf::from(CORPUS),
+        models: false,
+        models_dir: None,
         timeout: Duration::from_secs(TIMEOUT_S),
     };
-    let mut words = args.iter();
+    let mut words = args.iter().peekable();
     while let Some(word) = words.next() {
         let mut value = |name: &str| {
             words
@@ -325,6 +363,12 @@ fn parse_args(args: &[String]) -> Result<Config> {
             "--chains" => config.chains = true,
             "--cdc" => config.cdc = true,
             "--corpus" => config.corpus = PathBuf::from(value("--corpus")?),
+            "--models" => {
+                config.models = true;
+                if let Some(dir) = words.next_if(|w| !w.starts_with('-')) {
+                    config.models_dir = Some(PathBuf::from(dir));
+                }
+            }
             "--timeout" => {
                 let secs: u64 = value("--timeout")?
                     .parse()
@@ -471,6 +515,24 @@ mod tests {
         assert_eq!(config.tree_files, 500);
         assert_eq!(config.corpus, PathBuf::from("/data/corpus"));
         assert!(config.files.is_empty());
+    }
+
+    #[test]
+    fn models_takes_an_optional_dir() {
+        let config = parse_args(&args(&["--tiers", "none", "--models"])).unwrap();
+        assert!(config.models);
+        assert_eq!(config.models_dir, None);
+        assert_eq!(config.models_dir(), Path::new(CORPUS));
+
+        let config = parse_args(&args(&["--models", "--corpus", "/c"])).unwrap();
+        assert_eq!(config.models_dir(), Path::new("/c"));
+
+        let config = parse_args(&args(&["a.bin", "--models", "/data/models", "--cdc"])).unwrap();
+        assert!(config.models && config.cdc);
+        assert_eq!(config.models_dir(), Path::new("/data/models"));
+        assert_eq!(config.files, vec![PathBuf::from("a.bin")]);
+
+        assert!(!parse_args(&args(&[])).unwrap().models);
     }
 
     #[test]

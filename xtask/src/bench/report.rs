@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::cdc::CdcResult;
 use super::chains::ChainsResult;
 use super::measure::InputResult;
+use super::models::ModelsResult;
 use super::rss::RssResult;
 use super::tree::TreeResult;
 use super::{Config, MULTI_RUN_LIMIT, WARMUP_LIMIT};
@@ -126,6 +127,8 @@ pub struct Results {
     pub chains: Option<ChainsResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cdc: Vec<CdcResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelsResult>,
 }
 
 impl Results {
@@ -134,7 +137,8 @@ impl Results {
     pub fn failures(&self) -> Vec<String> {
         let tree = self.tree.as_ref().and_then(TreeResult::failure);
         let chains = self.chains.iter().flat_map(ChainsResult::failures);
-        tree.into_iter().chain(chains).collect()
+        let models = self.models.iter().flat_map(ModelsResult::failures);
+        tree.into_iter().chain(chains).chain(models).collect()
     }
 }
 
@@ -376,6 +380,9 @@ pub fn markdown(r: &Results) -> String {
     if !r.cdc.is_empty() {
         s.push_str(&super::cdc::markdown(&r.cdc));
     }
+    if let Some(models) = &r.models {
+        s.push_str(&models.markdown());
+    }
     s
 }
 
@@ -453,7 +460,7 @@ fn usable(v: Option<f64>) -> Option<f64> {
 
 /// Tick values for a log axis over `lo..hi`: 1-2-5 per decade, finer when the range
 /// is narrow, only powers of ten when it is very wide.
-fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(super) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let steps: [&[f64]; 4] = [
         &[1.0],
         &[1.0, 2.0, 5.0],
@@ -479,7 +486,7 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 /// A tick value without a useless ".0": 150, 2000, 1.5.
-fn tick_label(v: f64) -> String {
+pub(super) fn tick_label(v: f64) -> String {
     if v >= 10.0 {
         format!("{v:.0}")
     } else {
@@ -489,7 +496,7 @@ fn tick_label(v: f64) -> String {
 
 /// The y range (output / input, %) of a panel and its integer ticks: from a little
 /// below the smallest ratio to a little above 100 % (or the largest ratio).
-fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
+pub(super) fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
     let (min, max) = ratios.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
     let (min, max) = if min <= max { (min, max) } else { (0.0, 100.0) };
     let top = max.max(100.0);
@@ -508,10 +515,10 @@ fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
 
 /// A linear axis with the given ticks (plotters' own f64 axis picks its ticks itself,
 /// and its `with_key_points` form cannot take a label formatter).
-struct Ticked {
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
+pub(super) struct Ticked {
+    pub lo: f64,
+    pub hi: f64,
+    pub ticks: Vec<f64>,
 }
 
 impl plotters::coord::ranged1d::Ranged for Ticked {
@@ -537,7 +544,7 @@ impl plotters::coord::ranged1d::Ranged for Ticked {
 }
 
 /// The outline of a method's marker, as offsets in pixels around its point.
-fn marker_shape(index: usize, r: i32) -> Vec<(i32, i32)> {
+pub(super) fn marker_shape(index: usize, r: i32) -> Vec<(i32, i32)> {
     let polygon = |n: usize, phase: f64, r: f64| -> Vec<(i32, i32)> {
         (0..n)
             .map(|k| {
