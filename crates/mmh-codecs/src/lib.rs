@@ -57,6 +57,7 @@ mod rans;
 mod tensor;
 
 pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};
+pub use blocks::BLOCK_VALUES;
 pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode, encode_tensor};
 pub use error::Error;
 pub use pattern::MAX_PATTERN_PERIOD;

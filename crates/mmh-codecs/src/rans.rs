@@ -10,7 +10,7 @@
 //! carries its own table, because weight statistics drift within a tensor (on a bf16
 //! model, tables per 16 Ki values code 1.2% smaller than one table per file).
 
-use crate::blocks::{self, BLOCK_VALUES};
+use crate::blocks;
 
 /// Probabilities are multiples of 2^-12.
 const PROB_BITS: u32 = 12;
@@ -24,7 +24,8 @@ const STATE_LOW: u32 = 1 << 15;
 /// The widest symbol the table can name.
 pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
 
-/// The rANS byte codec (FORMAT.md §7.3): `raw` in blocks of [`BLOCK_VALUES`] bytes, each
+/// The rANS byte codec (FORMAT.md §7.3): `raw` in blocks of
+/// [`BLOCK_VALUES`](crate::BLOCK_VALUES) bytes, each
 /// coded as 8-bit symbols. Order-0 coding with exact probabilities is what skewed,
 /// match-free data wants (the XORed byte planes of a changed tensor, quantised weights):
 /// zstd's Huffman stage spends at least a bit on every byte. Returns whether the result
@@ -32,7 +33,7 @@ pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
 pub(crate) fn encode_bytes(raw: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let (mut symbols, mut words) = (Vec::new(), Vec::new());
-    blocks::write(out, raw.chunks(BLOCK_VALUES), raw.len(), |block, out| {
+    blocks::write(out, raw, 1, raw.len(), |block, out| {
         symbols.clear();
         symbols.extend(block.iter().map(|&b| u16::from(b)));
         encode(&symbols, 8, &mut words, out);
@@ -44,12 +45,7 @@ pub(crate) fn decode_bytes(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> 
     let mut scratch = DecodeScratch::default();
     let mut symbols = Vec::new();
     out.reserve_exact(raw_len);
-    let stored_blocks = blocks::read(stored, raw_len.div_ceil(BLOCK_VALUES))?;
-    for (number, (block, len)) in stored_blocks
-        .into_iter()
-        .zip(blocks::lens(raw_len))
-        .enumerate()
-    {
+    for (number, (block, len)) in blocks::read(stored, raw_len)?.into_iter().enumerate() {
         symbols.clear();
         symbols.resize(len, 0);
         decode(block, 8, &mut scratch, &mut symbols)

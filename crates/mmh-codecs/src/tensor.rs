@@ -5,13 +5,13 @@
 //! its exponent field and the top `k` mantissa bits as one symbol (the density of
 //! weights falls across each binade, so those bits are skewed given the exponent), and
 //! keeps the sign and the other mantissa bits as raw bits. Symbols are rANS-coded in
-//! blocks of [`BLOCK_VALUES`] values with a table each (`rans.rs`); raw bits are
+//! blocks of [`BLOCK_VALUES`](crate::BLOCK_VALUES) values with a table each (`rans.rs`); raw bits are
 //! packed, less any low mantissa bits that are zero throughout the block: fp32 weights
 //! that are really bf16 or fp16 values lose their zero bits that way. Blocks decode
 //! independently, on CPU cores now and GPU threads later. FORMAT.md §7.1 fixes the
 //! layout.
 
-use crate::blocks::{self, BLOCK_VALUES};
+use crate::blocks;
 use crate::codec::CodecId;
 use crate::rans;
 
@@ -80,6 +80,22 @@ impl FloatKind {
         FloatKind::ALL
             .into_iter()
             .find(|kind| kind.codec() == codec)
+    }
+
+    /// Bits of the exponent field.
+    pub const fn exponent_bits(self) -> u32 {
+        self.bits().exponent
+    }
+
+    /// Bits of the mantissa field.
+    pub const fn mantissa_bits(self) -> u32 {
+        self.bits().mantissa
+    }
+
+    /// Top mantissa bits that writers put in each value's symbol with the exponent
+    /// (`k`, FORMAT.md §7.1).
+    pub const fn symbol_mantissa_bits(self) -> u32 {
+        self.bits().symbol_mantissa
     }
 
     const fn bits(self) -> Bits {
@@ -156,12 +172,9 @@ pub(crate) fn encode(raw: &[u8], kind: FloatKind, out: &mut Vec<u8>) -> bool {
     out.push(bits.symbol_mantissa as u8);
     out.extend_from_slice(&raw[whole..]);
     let mut scratch = Scratch::default();
-    blocks::write(
-        out,
-        raw[..whole].chunks(width * BLOCK_VALUES),
-        raw.len(),
-        |block, out| encode_block(block, kind, &mut scratch, out),
-    )
+    blocks::write(out, &raw[..whole], width, raw.len(), |block, out| {
+        encode_block(block, kind, &mut scratch, out);
+    })
 }
 
 fn encode_block(block: &[u8], kind: FloatKind, scratch: &mut Scratch, out: &mut Vec<u8>) {
@@ -213,7 +226,6 @@ pub(crate) fn decode(
     let width = kind.width();
     let bits = kind.bits();
     let whole = raw_len - raw_len % width;
-    let blocks = whole.div_ceil(width * BLOCK_VALUES);
     let Some((&k, rest)) = stored.split_first() else {
         return Err("the payload is empty".into());
     };
@@ -229,11 +241,7 @@ pub(crate) fn decode(
     };
     out.reserve_exact(raw_len);
     let mut scratch = Scratch::default();
-    for (number, (block, values)) in blocks::read(rest, blocks)?
-        .into_iter()
-        .zip(blocks::lens(whole / width))
-        .enumerate()
-    {
+    for (number, (block, values)) in blocks::read(rest, whole / width)?.into_iter().enumerate() {
         decode_block(block, values, kind, k, &mut scratch, out)
             .map_err(|reason| format!("block {number}: {reason}"))?;
     }
@@ -467,8 +475,9 @@ mod tests {
         let mut bad_k = stored.clone();
         bad_k[0] = 9;
         assert!(decode(&bad_k, raw.len(), FloatKind::Bf16, &mut out).is_err());
+        // After `k` and the block size: the first block's length.
         let mut huge_block = stored.clone();
-        huge_block[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge_block[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge_block, raw.len(), FloatKind::Bf16, &mut out).is_err());
     }
 

@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mmh_codecs::{CodecId, EncodeParams, FloatKind};
+use mmh_codecs::{BLOCK_VALUES, CodecId, EncodeParams, FloatKind};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -36,9 +36,6 @@ use super::report::{cell_text, speed};
 
 /// A (file, dtype) with fewer tensor bytes is left out: too small to time.
 pub const MIN_BYTES: u64 = 1 << 20;
-/// Values per rANS block, as `BLOCK_VALUES` in crates/mmh-codecs/src/tensor.rs (FORMAT.md
-/// §7.1; the crate does not export it).
-const BLOCK_VALUES: usize = 16 << 10;
 /// The ZipNN release compared against.
 const ZIPNN_VERSION: &str = "0.5.4";
 /// Longest `pip install zipnn` may take: it pulls torch, gigabytes of wheels.
@@ -503,18 +500,13 @@ fn measure_zstd(
     })
 }
 
-/// Exponent bits, mantissa bits, and mantissa bits in the symbol (k) of a kind, as
-/// `FloatKind::bits` in crates/mmh-codecs/src/tensor.rs has them (private there);
-/// [`measure_mmh`] checks k against what the codec writes.
+/// The exponent bits, mantissa bits and `k` of a kind, as the codec writes them.
 fn fields(kind: FloatKind) -> (u32, u32, u32) {
-    match kind {
-        FloatKind::Bf16 => (8, 7, 1),
-        FloatKind::F16 => (5, 10, 2),
-        FloatKind::F32 => (8, 23, 2),
-        FloatKind::F64 => (11, 52, 1),
-        FloatKind::F8E4M3 => (4, 3, 3),
-        FloatKind::F8E5M2 => (5, 2, 2),
-    }
+    (
+        kind.exponent_bits(),
+        kind.mantissa_bits(),
+        kind.symbol_mantissa_bits(),
+    )
 }
 
 /// Order-0 entropy of a histogram, in bits for all its samples.
