@@ -3,31 +3,25 @@
 //! so that a decoder finds every block without decoding the ones before it, and blocks
 //! decode in parallel.
 
-/// Values (or bytes) per block that writers use, as a power of two: per-block
-/// statistics follow the drift of weight statistics, and the tables and states each
-/// block carries cost less the longer it is. Measured on the corpus, 32 Ki values code
-/// smaller than 16 Ki or 64 Ki on all but one file (piper-bf16 67.18% against 67.17%
-/// with 16 Ki; khmer-fp16 84.77% against 84.89% and 84.76%).
-pub const BLOCK_LOG: u8 = 15;
-/// Values (or bytes) per block that writers use.
-pub const BLOCK_VALUES: usize = 1 << BLOCK_LOG;
 /// The block sizes a reader accepts, as powers of two (1 Ki to 1 Mi values).
 const BLOCK_LOGS: std::ops::RangeInclusive<u8> = 10..=20;
 
-/// Appends the block size (one byte, its log2), a directory of block lengths (u32 LE)
-/// and the blocks that `block` appends for each run of [`BLOCK_VALUES`] values of
-/// `width` bytes in `data`. Stops as soon as `out` reaches `limit` bytes and returns
+/// Appends the block size (`log`: blocks of `2^log` values), a directory of block
+/// lengths (u32 LE) and the blocks that `block` appends for each run of `2^log` values
+/// of `width` bytes in `data`. Stops as soon as `out` reaches `limit` bytes and returns
 /// false: the caller stores the frame instead.
 pub(crate) fn write<'a>(
     out: &mut Vec<u8>,
     data: &'a [u8],
     width: usize,
+    log: u8,
     limit: usize,
     mut block: impl FnMut(&'a [u8], &mut Vec<u8>),
 ) -> bool {
-    out.push(BLOCK_LOG);
+    debug_assert!(BLOCK_LOGS.contains(&log));
+    out.push(log);
     let directory = out.len();
-    let blocks = data.chunks(width * BLOCK_VALUES);
+    let blocks = data.chunks(width << log);
     out.resize(directory + 4 * blocks.len(), 0);
     if out.len() >= limit {
         return false;
@@ -88,15 +82,18 @@ pub(crate) fn read(stored: &[u8], values: usize) -> Result<Vec<(&[u8], usize)>, 
 mod tests {
     use super::*;
 
+    const LOG: u8 = 10;
+    const VALUES: usize = 1 << LOG;
+
     #[test]
     fn blocks_read_back_as_written() {
-        let data: Vec<u8> = (0..BLOCK_VALUES * 2 + 3).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..VALUES * 2 + 3).map(|i| i as u8).collect();
         let mut out = vec![9];
         let coded = |values: &[u8], out: &mut Vec<u8>| out.push(values.len() as u8);
-        assert!(write(&mut out, &data, 1, usize::MAX, coded));
+        assert!(write(&mut out, &data, 1, LOG, usize::MAX, coded));
         let blocks = read(&out[1..], data.len()).unwrap();
         let lens: Vec<usize> = blocks.iter().map(|&(_, n)| n).collect();
-        assert_eq!(lens, [BLOCK_VALUES, BLOCK_VALUES, 3]);
+        assert_eq!(lens, [VALUES, VALUES, 3]);
         assert_eq!(blocks[2].0, [3]);
         assert!(read(&out[1..out.len() - 1], data.len()).is_err());
         assert!(read(&out[1..], data.len() - 3).is_err());
@@ -110,9 +107,9 @@ mod tests {
 
     #[test]
     fn writing_stops_at_the_limit() {
-        let data = vec![0u8; 10 * BLOCK_VALUES];
+        let data = vec![0u8; 10 * VALUES];
         let mut out = Vec::new();
-        assert!(!write(&mut out, &data, 1, 60, |_, out| out.extend([0; 10])));
+        assert!(!write(&mut out, &data, 1, LOG, 60, |_, out| out.extend([0; 10])));
         // The size byte, the directory (40 bytes) and the first two blocks: the other
         // eight are not coded.
         assert_eq!(out.len(), 61);
@@ -121,7 +118,9 @@ mod tests {
     #[test]
     fn no_values_make_no_blocks() {
         let mut out = Vec::new();
-        assert!(!write(&mut out, &[], 2, 1, |_, _| unreachable!("no block")));
+        assert!(!write(&mut out, &[], 2, LOG, 1, |_, _| unreachable!(
+            "no block"
+        )));
         assert_eq!(read(&out, 0).unwrap(), []);
     }
 }

@@ -57,9 +57,8 @@ mod rans;
 mod tensor;
 
 pub use accel::{Accelerator, CdcParams, CpuAccelerator, Digest};
-pub use blocks::BLOCK_VALUES;
 pub use codec::{CodecChoice, CodecId, EncodeParams, decode, encode, encode_tensor};
 pub use error::Error;
 pub use pattern::MAX_PATTERN_PERIOD;
 pub use planes::{join_planes, split_planes};
-pub use tensor::FloatKind;
+pub use tensor::{BLOCK_VALUES, FloatKind};
