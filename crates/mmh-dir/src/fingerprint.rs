@@ -14,7 +14,7 @@ use mmh_model::{Layout, Tensor};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::tensor_listing::{archived_files, layout_tensors};
+use crate::tensor_listing::archived_files;
 use crate::{Error, Observer, Result, file_tensor_layout, read_range, tensor_layout};
 
 /// The domain tag that opens the canonical form (FINGERPRINT.md §1): it names the
@@ -285,7 +285,7 @@ fn fingerprint_of<'a>(
     read: impl Fn(usize, Range<u64>, &mut TensorHashers<'_>) -> Result<()> + Sync,
 ) -> Result<ModelFingerprint> {
     let files: Vec<(&str, Vec<&Tensor>)> = files
-        .map(|(file, layout)| (file, layout_tensors(layout).collect()))
+        .map(|(file, layout)| (file, layout.all_tensors().collect()))
         .filter(|(_, tensors): &(_, Vec<_>)| !tensors.is_empty())
         .collect();
     let mut names: Vec<(&str, &str)> = files

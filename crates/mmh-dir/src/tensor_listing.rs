@@ -3,7 +3,7 @@
 //! --tensor`).
 
 use mmh_format::{EntryKind, Index, ReadAt};
-use mmh_model::{Layout, Tensor};
+use mmh_model::Tensor;
 use mmh_verify::Chain;
 
 use crate::list::stored_share;
@@ -30,13 +30,6 @@ impl TensorListing {
     }
 }
 
-/// Every tensor a layout describes, those whose bytes lie inside another's (tied
-/// weights, views) included: the one place that enumerates them, so that a listing, a
-/// lookup by name and a fingerprint all see the same tensors.
-pub(crate) fn layout_tensors(layout: &Layout) -> impl Iterator<Item = &Tensor> {
-    layout.tensors.iter().chain(&layout.shared)
-}
-
 /// The files of the archive, in archive order, with their sizes.
 pub(crate) fn archived_files(index: &Index) -> impl Iterator<Item = (&str, u64)> {
     index.entries.iter().filter_map(|e| match &e.kind {
@@ -56,7 +49,7 @@ pub fn list_tensors<R: ReadAt>(chain: &Chain<R>) -> Result<Vec<TensorListing>> {
             continue;
         };
         let chunks = chunk_spans(index, file)?;
-        rows.extend(layout_tensors(&layout).map(|tensor| TensorListing {
+        rows.extend(layout.all_tensors().map(|tensor| TensorListing {
             file: file.to_owned(),
             stored: stored_in(index, &chunks, &tensor.range).round() as u64,
             tensor: tensor.clone(),
@@ -74,7 +67,8 @@ pub fn list_tensors<R: ReadAt>(chain: &Chain<R>) -> Result<Vec<TensorListing>> {
 pub fn find_tensor<R: ReadAt>(chain: &Chain<R>, entry: &str, name: &str) -> Result<Tensor> {
     let layout =
         tensor_layout(chain, entry)?.ok_or_else(|| Error::NotAModel { path: entry.into() })?;
-    layout_tensors(&layout)
+    layout
+        .all_tensors()
         .find(|t| t.name == name)
         .cloned()
         .ok_or_else(|| Error::NoSuchTensor {

@@ -242,6 +242,15 @@ pub struct Layout {
     pub shared: Vec<Tensor>,
 }
 
+impl Layout {
+    /// Every tensor of the file: [`tensors`](Layout::tensors), then
+    /// [`shared`](Layout::shared). What a listing, a lookup by name or a fingerprint
+    /// covers.
+    pub fn all_tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.tensors.iter().chain(&self.shared)
+    }
+}
+
 /// What [`sniff`] found at the start of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniff {

@@ -185,7 +185,7 @@ impl Archive {
         let mut tensors = Vec::new();
         for path in &paths {
             if let Some(layout) = Option::as_ref(&*self.layout(py, path)?) {
-                tensors.extend(layout.tensors.iter().map(|t| TensorInfo::new(path, t)));
+                tensors.extend(layout.all_tensors().map(|t| TensorInfo::new(path, t)));
             }
         }
         Ok(tensors)
@@ -198,8 +198,7 @@ impl Archive {
         let layout = self.layout(py, path)?;
         let tensor = Option::as_ref(&*layout)
             .ok_or_else(|| not_a_model(path))?
-            .tensors
-            .iter()
+            .all_tensors()
             .find(|t| t.name == name)
             .ok_or_else(|| PyKeyError::new_err(format!("no tensor named {name:?} in {path:?}")))?;
         let range = tensor.range.clone();

@@ -246,7 +246,7 @@ fn load_safetensors<'py>(
     .ok_or_else(|| not_a_model(path))?;
     let whole = arrays::byte_array(py, bytes);
     let tensors = PyDict::new(py);
-    for tensor in &layout.tensors {
+    for tensor in layout.all_tensors() {
         let array =
             arrays::tensor_view(&whole, tensor.range.clone(), &tensor.dtype, &tensor.shape)?;
         tensors.set_item(&tensor.name, array)?;
