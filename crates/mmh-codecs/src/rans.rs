@@ -75,17 +75,20 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
         cum += f;
     }
     // Symbols are coded last to first so that they decode first to last; each can
-    // emit at most one word.
+    // emit at most one word. Whether it does is close to a coin toss for skewed
+    // symbols, so the emission is arithmetic, not a branch: every step writes the word
+    // at the end and only counts it when it is emitted.
     let words = scratch;
     words.clear();
-    words.reserve(symbols.len());
+    words.resize(symbols.len() + 1, 0);
+    let mut emitted = 0usize;
     let mut states = [STATE_LOW; LANES];
     let mut lane_step = |x: &mut u32, s: u16| {
         let enc = &encoders[usize::from(s)];
-        if *x >= enc.x_max {
-            words.push(*x as u16);
-            *x >>= 16;
-        }
+        let emit = u32::from(*x >= enc.x_max);
+        words[emitted] = *x as u16;
+        emitted += emit as usize;
+        *x >>= 16 * emit;
         let q = ((u64::from(*x) * u64::from(enc.rcp_freq)) >> enc.rcp_shift) as u32;
         *x += enc.bias + q * enc.cmpl_freq;
     };
@@ -101,7 +104,7 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
     for state in states {
         out.extend_from_slice(&state.to_le_bytes());
     }
-    for &word in words.iter().rev() {
+    for &word in words[..emitted].iter().rev() {
         out.extend_from_slice(&word.to_le_bytes());
     }
 }
@@ -177,10 +180,11 @@ pub(crate) fn decode(
         let slot = (*x & (PROB_SCALE - 1)) as usize;
         let e = step[slot];
         let y = (e >> 16) * (*x >> PROB_BITS) + (e & 0xFFFF);
-        let need = y < STATE_LOW;
-        let w = u32::from(words[*next]);
-        *x = if need { (y << 16) | w } else { y };
-        *next += usize::from(need);
+        // A refill is close to a coin toss for skewed symbols: arithmetic, not a branch.
+        let need = u32::from(y < STATE_LOW);
+        let w = u32::from(words[*next]) & 0u32.wrapping_sub(need);
+        *x = (y << (16 * need)) | w;
+        *next += need as usize;
         *out = symbol[slot];
     };
     let mut rows = symbols.chunks_exact_mut(LANES);
