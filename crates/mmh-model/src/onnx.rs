@@ -32,9 +32,9 @@ use crate::{DType, Error, Layout, ModelFormat, Result, Tensor, byte_len, sorted_
 
 const FORMAT: ModelFormat = ModelFormat::Onnx;
 /// The most protobuf fields one file's walk reads, over all levels.
-pub(crate) const MAX_FIELDS: u64 = 1_000_000;
+const MAX_FIELDS: u64 = 1_000_000;
 /// The largest `ir_version` taken for ONNX (IR version 11 is current in 2025).
-pub(crate) const MAX_IR_VERSION: u64 = 64;
+const MAX_IR_VERSION: u64 = 64;
 /// The most dimensions an initializer may have.
 const MAX_DIMS: usize = 64;
 /// The longest packed `dims` field: [`MAX_DIMS`] varints of at most 10 bytes.
@@ -159,17 +159,13 @@ impl Wire<'_, '_> {
             return Err(malformed(start, format!("field number {number}")));
         }
         let rest = &window[key_len..];
-        let fixed = |len: u64| {
-            let field_end = start + key_len as u64 + len;
-            if field_end > end {
-                Err(past_end("a fixed-size field", Some(field_end)))
-            } else {
-                Ok((Value::Fixed, field_end))
-            }
+        let fixed = |len: u64| match start.checked_add(key_len as u64 + len) {
+            Some(field_end) if field_end <= end => Ok((Value::Fixed, field_end)),
+            field_end => Err(past_end("a fixed-size field", field_end)),
         };
         let (value, field_end) = match wire_type {
             0 => {
-                let (value, len) = varint(rest).ok_or_else(|| broken("a varint"))?;
+                let (value, len) = varint(rest).ok_or_else(|| broken("a field value"))?;
                 (Value::Varint(value), start + (key_len + len) as u64)
             }
             1 => fixed(8)?,
@@ -630,6 +626,17 @@ mod tests {
         let mut long_name = Vec::new();
         bytes_field(&mut long_name, NAME, &vec![b'n'; MAX_NAME as usize + 1]);
         assert!(message(&model(&[long_name])).contains("an initializer name claims 65537"));
+        // A fixed64 field with 3 of its 8 bytes in the initializer.
+        let mut fixed = Vec::new();
+        put_varint(&mut fixed, 20 << 3 | 1);
+        fixed.extend_from_slice(&[0; 3]);
+        assert!(message(&model(&[fixed])).contains("a fixed-size field would run past"));
+        let mut overlong = vec![0x10];
+        overlong.extend_from_slice(&[0xff; 12]);
+        overlong.extend_from_slice(&[0; 8]);
+        assert!(
+            message(&model(&[overlong])).contains("a field value is not a varint of at most 10")
+        );
         // An initializer that claims 16 bytes in a 6-byte graph.
         let mut file = Vec::new();
         varint_field(&mut file, IR_VERSION, 8);
