@@ -146,14 +146,15 @@ impl Wire<'_, '_> {
                 ),
             }
         };
-        let broken = |what: &str| {
-            if (window.len() as u64) < MAX_FIELD_HEAD {
+        // A varint that does not end in `bytes`: cut by the message's end, or too long.
+        let broken = |what: &str, bytes: &[u8]| {
+            if bytes.len() < 10 {
                 past_end(what, None)
             } else {
                 malformed(start, format!("{what} is not a varint of at most 10 bytes"))
             }
         };
-        let (key, key_len) = varint(&window).ok_or_else(|| broken("a field key"))?;
+        let (key, key_len) = varint(&window).ok_or_else(|| broken("a field key", &window))?;
         let (number, wire_type) = (key >> 3, key & 7);
         if number == 0 || number > u64::from(u32::MAX >> 3) {
             return Err(malformed(start, format!("field number {number}")));
@@ -165,13 +166,13 @@ impl Wire<'_, '_> {
         };
         let (value, field_end) = match wire_type {
             0 => {
-                let (value, len) = varint(rest).ok_or_else(|| broken("a field value"))?;
+                let (value, len) = varint(rest).ok_or_else(|| broken("a field value", rest))?;
                 (Value::Varint(value), start + (key_len + len) as u64)
             }
             1 => fixed(8)?,
             5 => fixed(4)?,
             2 => {
-                let (len, len_len) = varint(rest).ok_or_else(|| broken("a length"))?;
+                let (len, len_len) = varint(rest).ok_or_else(|| broken("a length", rest))?;
                 let data = start + (key_len + len_len) as u64;
                 let data_end = data.checked_add(len).filter(|&e| e <= end);
                 let Some(data_end) = data_end else {
@@ -633,9 +634,21 @@ mod tests {
         assert!(message(&model(&[fixed])).contains("a fixed-size field would run past"));
         let mut overlong = vec![0x10];
         overlong.extend_from_slice(&[0xff; 12]);
-        overlong.extend_from_slice(&[0; 8]);
         assert!(
             message(&model(&[overlong])).contains("a field value is not a varint of at most 10")
+        );
+        // A graph that ends the file, whose initializer claims 16 bytes of its 4.
+        let mut cut = Vec::new();
+        varint_field(&mut cut, IR_VERSION, 8);
+        bytes_field(
+            &mut cut,
+            GRAPH,
+            &[(INITIALIZER << 3 | 2) as u8, 16, 0, 0, 0, 0],
+        );
+        assert!(
+            message(&cut).contains("would end at byte 22, past the end of the 10-byte file"),
+            "{}",
+            message(&cut)
         );
         // An initializer that claims 16 bytes in a 6-byte graph.
         let mut file = Vec::new();
