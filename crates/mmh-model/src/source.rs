@@ -9,8 +9,8 @@ use crate::{Error, Layout, MAX_HEADER_LEN, Result, Sniff, onnx, sniff, zip};
 
 /// The most bytes [`layout`] reads from one file, whatever the file claims: a head and
 /// headers of up to [`MAX_HEADER_LEN`], a zip's central directory and a pickle of up to
-/// as much each, the small zip record headers, and an ONNX model's field headers, names
-/// and dims.
+/// as much each, the small zip record headers, and the blocks that hold an ONNX model's
+/// field headers, names and dims.
 pub const MAX_LAYOUT_READ: u64 = 4 * MAX_HEADER_LEN;
 
 /// Bytes read first: the whole header of most model files.
