@@ -12,7 +12,7 @@
 //!
 //! A model's layout comes from the file's head ([`mmh_model::sniff`]) whenever the head
 //! can give it, however the file is read; only the formats whose index lies elsewhere
-//! (PyTorch zips, npz) are placed by random access ([`mmh_model::layout`]), when the file
+//! (PyTorch zips, npz, ONNX) are placed by random access ([`mmh_model::layout`]), when the file
 //! can be read anywhere: a file on disk, or a base archive's entry. Through a pipe they are
 //! cut by content.
 

@@ -1,7 +1,8 @@
 //! Model formats beyond safetensors through the fold: a PyTorch checkpoint read from disk
 //! is cut on its tensors (its layout needs the zip directory at the end of the file) and
 //! paired with a base's tensors, while through a pipe it is cut by content; the listing finds
-//! its tensors in the archive; GGUF is cut on its tensors even through a pipe.
+//! its tensors in the archive; GGUF is cut on its tensors even through a pipe; an ONNX model
+//! read from disk is cut on its initializers.
 
 mod common;
 
@@ -96,6 +97,42 @@ fn pytorch(tensors: &[(String, Vec<f32>)]) -> Vec<u8> {
     zip(&records)
 }
 
+/// A protobuf varint.
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A length-delimited protobuf field.
+fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    varint(out, number << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// An ONNX `ModelProto` whose graph holds one F32 initializer per tensor, after a node.
+fn onnx(tensors: &[(String, Vec<f32>)]) -> Vec<u8> {
+    let mut graph = Vec::new();
+    field(&mut graph, 1, b"\x0a\x01x\x12\x01y\x22\x04Relu");
+    for (name, values) in tensors {
+        let mut tensor = vec![0x08];
+        varint(&mut tensor, values.len() as u64);
+        tensor.extend_from_slice(&[0x10, 1]);
+        field(&mut tensor, 8, name.as_bytes());
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        field(&mut tensor, 9, &bytes);
+        field(&mut graph, 5, &tensor);
+    }
+    let mut model = vec![0x08, 8];
+    field(&mut model, 2, b"pytorch");
+    field(&mut model, 7, &graph);
+    field(&mut model, 8, b"\x08\x11");
+    model
+}
+
 fn base(path: &Path) -> Option<FoldBase> {
     Some(FoldBase::open(path, BaseMode::Reference, &[]).unwrap())
 }
@@ -131,6 +168,60 @@ fn a_checkpoint_on_disk_has_its_tensors_in_the_archive_and_listed() {
         );
     }
     let on_disk = file_tensor_layout(&dir.path().join("v1").join("model.pth")).unwrap();
+    assert_eq!(on_disk, Some(layout));
+    let mut unfolded = Vec::new();
+    mmh_dir::unfold_entry(
+        &chain,
+        mmh_dir::single_file(chain.index()).unwrap(),
+        &mut unfolded,
+        &Quiet,
+    )
+    .unwrap();
+    assert!(unfolded == content);
+}
+
+#[test]
+fn an_onnx_model_on_disk_has_its_initializers_in_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = model_tensors(TENSORS, VALUES, 2);
+    let content = onnx(&tensors);
+    fold_on_disk(
+        dir.path(),
+        "v1",
+        "model.onnx",
+        &content,
+        &model_options(None),
+    );
+    let chain = open_chain(&dir.path().join("v1.mmh"), &[]).unwrap();
+    let layout = tensor_layout(&chain, "model.onnx").unwrap().unwrap();
+    assert_eq!(layout.format, ModelFormat::Onnx);
+    assert_eq!(layout.tensors.len(), TENSORS);
+    // Cut on the initializers: every tensor starts and ends on a chunk boundary.
+    let cuts: Vec<u64> = common::chunk_lens(chain.index(), "model.onnx")
+        .iter()
+        .scan(0, |end, &len| {
+            *end += u64::from(len);
+            Some(*end)
+        })
+        .collect();
+    for tensor in &layout.tensors {
+        assert!(cuts.contains(&tensor.range.start) && cuts.contains(&tensor.range.end));
+    }
+    for (tensor, (name, values)) in layout.tensors.iter().zip(&tensors) {
+        assert_eq!(
+            (&tensor.name, &tensor.dtype, &tensor.shape[..]),
+            (name, &DType::F32, &[VALUES as u64][..])
+        );
+        let bytes = &content[tensor.range.start as usize..tensor.range.end as usize];
+        assert_eq!(
+            bytes,
+            &values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()[..]
+        );
+    }
+    let on_disk = file_tensor_layout(&dir.path().join("v1").join("model.onnx")).unwrap();
     assert_eq!(on_disk, Some(layout));
     let mut unfolded = Vec::new();
     mmh_dir::unfold_entry(

@@ -10,8 +10,8 @@
 //! from a claimed size, and [`layout`] reads at most [`MAX_LAYOUT_READ`] bytes.
 //!
 //! Recognised formats ([`ModelFormat`]): safetensors, GGUF and npy from a head (so through a
-//! stream too); PyTorch zip checkpoints and npz files through [`layout`] only. Each format
-//! has its own parser module.
+//! stream too); PyTorch zip checkpoints, npz files and ONNX models (the `raw_data` of their
+//! graph's initializers) through [`layout`] only. Each format has its own parser module.
 //!
 //! ```
 //! use mmh_model::{DType, Sniff, sniff};
@@ -43,6 +43,7 @@
 mod error;
 mod gguf;
 mod npy;
+mod onnx;
 mod pickle;
 mod pytorch;
 mod safetensors;
@@ -78,13 +79,20 @@ pub enum ModelFormat {
     /// A zip of `.npy` members (`numpy.savez`). Placed by [`layout`] only, as
     /// [`ModelFormat::PyTorch`]; only stored (uncompressed) members are placed.
     Npz,
+    /// An ONNX model: one protobuf `ModelProto`, whose graph's initializers hold the
+    /// weights in their `raw_data`. Placed by [`layout`] only: it has no magic number and
+    /// its initializers lie anywhere in the file, found by walking the protobuf fields.
+    Onnx,
 }
 
 impl ModelFormat {
     /// Whether only [`layout`] (which reads anywhere in the file) places this format's
     /// tensors; [`sniff`] (which sees the head) answers [`Sniff::NotAModel`] for it.
     pub fn needs_random_access(self) -> bool {
-        matches!(self, ModelFormat::PyTorch | ModelFormat::Npz)
+        matches!(
+            self,
+            ModelFormat::PyTorch | ModelFormat::Npz | ModelFormat::Onnx
+        )
     }
 }
 
@@ -96,6 +104,7 @@ impl fmt::Display for ModelFormat {
             ModelFormat::PyTorch => "PyTorch zip",
             ModelFormat::Npy => "npy",
             ModelFormat::Npz => "npz",
+            ModelFormat::Onnx => "ONNX",
         })
     }
 }
@@ -231,7 +240,8 @@ pub struct Layout {
     /// Bytes before the first tensor's data: `8 + n` for safetensors with an `n`-byte
     /// header, the end of the tensor infos and their alignment padding for GGUF, the end
     /// of the pickle (or the first tensor, if earlier) for a PyTorch zip, the end of the
-    /// header for npy, the end of the first placed member's header for npz.
+    /// header for npy, the end of the first placed member's header for npz, the start of
+    /// the first placed tensor (the file's length when none is placed) for ONNX.
     pub header_len: u64,
     /// The tensors, sorted by `range.start` (then `range.end`, then name).
     pub tensors: Vec<Tensor>,
@@ -254,8 +264,8 @@ impl Layout {
 /// What [`sniff`] found at the start of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniff {
-    /// The bytes are not a model file that this crate can place from a head (a PyTorch zip
-    /// or an npz is `NotAModel` here: see [`layout`]).
+    /// The bytes are not a model file that this crate can place from a head (a PyTorch zip,
+    /// an npz or an ONNX model is `NotAModel` here: see [`layout`]).
     NotAModel,
     /// Parse again with at least this many leading bytes of the file (never more than the
     /// file's length, and at most `8 + MAX_HEADER_LEN`).
@@ -275,7 +285,7 @@ type Parser = fn(&[u8], u64) -> Result<Sniff>;
 /// a head (safetensors, GGUF, npy), and an error when they clearly claim a format but
 /// break its rules (a truncated file, offsets past the end, overlapping tensors, …);
 /// callers treat such a file as plain bytes. A caller that can read anywhere in the file
-/// calls [`layout`] instead, which also places PyTorch zips and npz files.
+/// calls [`layout`] instead, which also places PyTorch zips, npz files and ONNX models.
 ///
 /// # Errors
 /// [`Error::HeadPastEnd`] when `head` is longer than `file_len`; otherwise an error naming

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use crate::{Error, Layout, MAX_HEADER_LEN, Result, Sniff, sniff, zip};
+use crate::{Error, Layout, MAX_HEADER_LEN, Result, Sniff, onnx, sniff, zip};
 
 /// The most bytes [`layout`] reads from one file, whatever the file claims: a head and
 /// headers of up to [`MAX_HEADER_LEN`], a zip's central directory and a pickle of up to
-/// as much each, and the small zip record headers.
+/// as much each, the small zip record headers, and the blocks that hold an ONNX model's
+/// field headers, names and dims.
 pub const MAX_LAYOUT_READ: u64 = 4 * MAX_HEADER_LEN;
 
 /// Bytes read first: the whole header of most model files.
@@ -108,7 +109,8 @@ impl Budgeted<'_> {
 /// Finds out whether the file `source` reads is a model file and, if so, where its
 /// tensors lie: every format of [`sniff`] (through its first 64 KiB, then as much of the
 /// head as a header needs), then the zip-based formats (PyTorch checkpoints, npz), whose
-/// record offsets are in the zip's central directory at the end of the file.
+/// record offsets are in the zip's central directory at the end of the file, then ONNX,
+/// whose initializers are found by walking the protobuf fields of the whole file.
 ///
 /// `None` when the file is not a model file this crate recognises. At most
 /// [`MAX_LAYOUT_READ`] bytes are read, however the file is built.
@@ -137,5 +139,8 @@ pub fn layout(source: &dyn ModelSource) -> Result<Option<Layout>> {
             Sniff::NeedHead(_) | Sniff::NotAModel => break,
         }
     }
-    zip::layout(&head, &budgeted)
+    match zip::layout(&head, &budgeted)? {
+        Some(layout) => Ok(Some(layout)),
+        None => onnx::layout(&head, &budgeted),
+    }
 }

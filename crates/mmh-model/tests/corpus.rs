@@ -1,7 +1,7 @@
 //! The other formats against the development corpus (`bash /work/shared/corpus/build.sh`
 //! builds it under /tmp/mmh-dev-corpus): the same state dict as PyTorch zip, GGUF, npy and
-//! npz, compared with its safetensors version. Each test skips, saying why, when the corpus
-//! is absent.
+//! npz, and a voice's ONNX export, compared with its safetensors version. Each test skips,
+//! saying why, when the corpus is absent.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -183,5 +183,32 @@ fn npy_and_npz_arrays_are_the_safetensors_tensors() {
             t.name
         );
         assert!(&npz[array.range.start as usize..array.range.end as usize] == bytes);
+    }
+}
+
+#[test]
+fn onnx_initializers_are_the_safetensors_tensors() {
+    let Some(paths) = corpus(&["piper-fp32.onnx", "piper-fp32.safetensors"]) else {
+        return;
+    };
+    let (onnx, st) = (
+        std::fs::read(&paths[0]).unwrap(),
+        std::fs::read(&paths[1]).unwrap(),
+    );
+    let (onnx_layout, st_layout) = (layout_of(&paths[0]), layout_of(&paths[1]));
+    assert_eq!(onnx_layout.format, ModelFormat::Onnx);
+    check_invariant(&onnx_layout, onnx.len() as u64);
+    // Every initializer has raw_data, and the export kept the state dict's names.
+    let (a, b) = (by_name(&onnx_layout, &onnx), by_name(&st_layout, &st));
+    assert_eq!(a.len(), 401);
+    assert_eq!(a.len(), b.len());
+    for ((t, bytes), (u, expected)) in a.iter().zip(&b) {
+        assert_eq!(
+            (&t.name, &t.dtype, &t.shape),
+            (&u.name, &u.dtype, &u.shape),
+            "{}",
+            t.name
+        );
+        assert!(bytes == expected, "{}: bytes differ", t.name);
     }
 }
