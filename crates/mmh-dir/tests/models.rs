@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::{fold_on_disk, model_options, model_tensors, nudge};
-use mmh_dir::{BaseMode, FoldBase, Quiet, file_tensor_layout, open_chain, tensor_layout};
-use mmh_model::{DType, ModelFormat};
+use mmh_dir::{BaseMode, Chain, FoldBase, Quiet, file_tensor_layout, open_chain, tensor_layout};
+use mmh_model::{DType, Layout, ModelFormat};
 
 const TENSORS: usize = 20;
 /// F32 values per tensor: 32 KiB, two tensor pieces.
@@ -133,6 +133,34 @@ fn onnx(tensors: &[(String, Vec<f32>)]) -> Vec<u8> {
     model
 }
 
+/// Checks that `layout` (read from the archive `chain` of `dir/v1/file`) places every
+/// one of `tensors` on its bytes in `content`, that the file on disk has the same
+/// layout, and that the archive unfolds to `content`.
+fn check_folded_model(
+    dir: &Path,
+    file: &str,
+    chain: &Chain<std::fs::File>,
+    layout: Layout,
+    tensors: &[(String, Vec<f32>)],
+    content: &[u8],
+) {
+    for (tensor, (name, values)) in layout.tensors.iter().zip(tensors) {
+        assert_eq!(
+            (&tensor.name, &tensor.dtype, &tensor.shape[..]),
+            (name, &DType::F32, &[VALUES as u64][..])
+        );
+        let bytes = &content[tensor.range.start as usize..tensor.range.end as usize];
+        let expected: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(bytes, &expected[..]);
+    }
+    let on_disk = file_tensor_layout(&dir.join("v1").join(file)).unwrap();
+    assert_eq!(on_disk, Some(layout));
+    let mut unfolded = Vec::new();
+    let entry = mmh_dir::single_file(chain.index()).unwrap();
+    mmh_dir::unfold_entry(chain, entry, &mut unfolded, &Quiet).unwrap();
+    assert!(unfolded == content);
+}
+
 fn base(path: &Path) -> Option<FoldBase> {
     Some(FoldBase::open(path, BaseMode::Reference, &[]).unwrap())
 }
@@ -153,31 +181,7 @@ fn a_checkpoint_on_disk_has_its_tensors_in_the_archive_and_listed() {
     let layout = tensor_layout(&chain, "model.pth").unwrap().unwrap();
     assert_eq!(layout.format, ModelFormat::PyTorch);
     assert_eq!(layout.tensors.len(), TENSORS);
-    for (tensor, (name, values)) in layout.tensors.iter().zip(&tensors) {
-        assert_eq!(
-            (&tensor.name, &tensor.dtype, &tensor.shape[..]),
-            (name, &DType::F32, &[VALUES as u64][..])
-        );
-        let bytes = &content[tensor.range.start as usize..tensor.range.end as usize];
-        assert_eq!(
-            bytes,
-            &values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<_>>()[..]
-        );
-    }
-    let on_disk = file_tensor_layout(&dir.path().join("v1").join("model.pth")).unwrap();
-    assert_eq!(on_disk, Some(layout));
-    let mut unfolded = Vec::new();
-    mmh_dir::unfold_entry(
-        &chain,
-        mmh_dir::single_file(chain.index()).unwrap(),
-        &mut unfolded,
-        &Quiet,
-    )
-    .unwrap();
-    assert!(unfolded == content);
+    check_folded_model(dir.path(), "model.pth", &chain, layout, &tensors, &content);
 }
 
 #[test]
@@ -207,31 +211,7 @@ fn an_onnx_model_on_disk_has_its_initializers_in_the_archive() {
     for tensor in &layout.tensors {
         assert!(cuts.contains(&tensor.range.start) && cuts.contains(&tensor.range.end));
     }
-    for (tensor, (name, values)) in layout.tensors.iter().zip(&tensors) {
-        assert_eq!(
-            (&tensor.name, &tensor.dtype, &tensor.shape[..]),
-            (name, &DType::F32, &[VALUES as u64][..])
-        );
-        let bytes = &content[tensor.range.start as usize..tensor.range.end as usize];
-        assert_eq!(
-            bytes,
-            &values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<_>>()[..]
-        );
-    }
-    let on_disk = file_tensor_layout(&dir.path().join("v1").join("model.onnx")).unwrap();
-    assert_eq!(on_disk, Some(layout));
-    let mut unfolded = Vec::new();
-    mmh_dir::unfold_entry(
-        &chain,
-        mmh_dir::single_file(chain.index()).unwrap(),
-        &mut unfolded,
-        &Quiet,
-    )
-    .unwrap();
-    assert!(unfolded == content);
+    check_folded_model(dir.path(), "model.onnx", &chain, layout, &tensors, &content);
 }
 
 #[test]
