@@ -86,26 +86,33 @@ fn install_tools() -> Result<()> {
 /// handling of hostile input, short enough for every run.
 const FUZZ_SECONDS: &str = "-max_total_time=10";
 
-/// Runs every fuzz target briefly, seeded with the golden archives. cargo-fuzz needs
-/// nightly features; RUSTC_BOOTSTRAP enables them on the pinned stable toolchain.
+/// Each fuzz target and the directories that seed it: the golden archives for the
+/// archive and codec readers, tiny model files of every format for the model parsers.
+const FUZZ_TARGETS: &[(&str, &[&str])] = &[
+    ("archive_read", GOLDEN),
+    ("codec_decode", GOLDEN),
+    ("roundtrip", GOLDEN),
+    ("model_layout", &["fuzz/seeds/model_layout"]),
+];
+const GOLDEN: &[&str] = &[
+    "crates/mmh-dir/tests/golden/v1",
+    "crates/mmh-dir/tests/golden/v2",
+];
+
+/// Runs every fuzz target briefly from its seeds. cargo-fuzz needs nightly features;
+/// RUSTC_BOOTSTRAP enables them on the pinned stable toolchain.
 fn fuzz() -> Result<()> {
-    for target in ["archive_read", "codec_decode", "roundtrip"] {
+    for &(target, seeds) in FUZZ_TARGETS {
         let corpus = format!("fuzz/corpus/{target}");
         std::fs::create_dir_all(workspace_root().join(&corpus))?;
         eprintln!(
-            "xtask: $ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} crates/mmh-dir/tests/golden/v1 crates/mmh-dir/tests/golden/v2 -- {FUZZ_SECONDS}"
+            "xtask: $ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} {} -- {FUZZ_SECONDS}",
+            seeds.join(" ")
         );
         let status = Command::new("cargo")
-            .args([
-                "fuzz",
-                "run",
-                target,
-                &corpus,
-                "crates/mmh-dir/tests/golden/v1",
-                "crates/mmh-dir/tests/golden/v2",
-                "--",
-                FUZZ_SECONDS,
-            ])
+            .args(["fuzz", "run", target, &corpus])
+            .args(seeds)
+            .args(["--", FUZZ_SECONDS])
             .env("RUSTC_BOOTSTRAP", "1")
             .current_dir(workspace_root())
             .status()
