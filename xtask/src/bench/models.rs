@@ -941,7 +941,7 @@ impl ModelsResult {
     pub fn plot(&self, path: &Path) -> Result<()> {
         use plotters::prelude::*;
 
-        use super::report::{Ticked, log_ticks, marker_shape, ratio_axis, tick_label};
+        use super::report::{marker_shape, ratio_axis, ratio_speed_chart, speed_axis};
 
         const COLORS: [RGBColor; 4] = [
             RGBColor(0xd6, 0x27, 0x28),
@@ -961,47 +961,21 @@ impl ModelsResult {
 
         let series = self.points();
         let all = || series.iter().flat_map(|(_, p)| p.iter().copied());
-        let (lo, hi) = all().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
-            (lo.min(x), hi.max(x))
-        });
-        let (lo, hi) = if lo <= hi {
-            (lo / 1.3, hi * 1.3)
-        } else {
-            (10.0, 10_000.0)
-        };
-        let (y_lo, y_hi, y_ticks) = ratio_axis(all().map(|(_, y)| y));
+        let speeds = speed_axis(all().map(|(x, _)| x));
+        let ratios = ratio_axis(all().map(|(_, y)| y));
         let root = SVGBackend::new(path, (900, 620)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "Model tensors: output size against decode speed, one thread ({} file × dtype rows; lower right is better)",
-                    self.rows.len()
-                ),
-                ("sans-serif", 19),
-            )
-            .margin(14)
-            .margin_right(24)
-            .x_label_area_size(46)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-                Ticked {
-                    lo: y_lo,
-                    hi: y_hi,
-                    ticks: y_ticks,
-                },
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc("decode MB/s of input, one thread (log scale)")
-            .y_desc("output / input")
-            .x_label_formatter(&|v| tick_label(*v))
-            .y_label_formatter(&|v| format!("{v:.0} %"))
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 17))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
+        let caption = format!(
+            "Model tensors: output size against decode speed, one thread ({} file × dtype rows; lower right is better)",
+            self.rows.len()
+        );
+        let mut chart = ratio_speed_chart(
+            &root,
+            (&caption, 19),
+            "decode MB/s of input, one thread (log scale)",
+            speeds,
+            ratios,
+        )?;
         for (i, (name, points)) in series.iter().enumerate() {
             if points.is_empty() {
                 continue;

@@ -513,6 +513,75 @@ pub(super) fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f6
     (lo, hi, ticks)
 }
 
+/// Font sizes of the plots' ticks and axis titles, as plotters takes them (the SVG gets
+/// them divided by 1.24).
+const TICK: u32 = 16;
+const TEXT: u32 = 17;
+
+/// The log-scale speed axis of a ratio-against-speed chart: the speeds' range with room
+/// on both sides, or 10 to 10,000 MB/s when none was measured.
+pub(super) fn speed_axis(speeds: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = speeds.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo <= hi {
+        (lo / 1.3, hi * 1.3)
+    } else {
+        (10.0, 10_000.0)
+    }
+}
+
+/// A plot's chart: speed on a log axis of key points, ratio on a [`Ticked`] axis.
+pub(super) type RatioSpeedChart<'a, 'b> = plotters::chart::ChartContext<
+    'a,
+    plotters::backend::SVGBackend<'b>,
+    plotters::coord::cartesian::Cartesian2d<
+        plotters::coord::combinators::WithKeyPoints<plotters::coord::combinators::LogCoord<f64>>,
+        Ticked,
+    >,
+>;
+
+/// A chart of output / input (%, `ratios` as [`ratio_axis`] gives them) against MB/s
+/// (log scale, `speeds` as [`speed_axis`] gives them), with its caption and mesh drawn:
+/// how both bench plots start.
+pub(super) fn ratio_speed_chart<'a, 'b>(
+    area: &'a plotters::drawing::DrawingArea<
+        plotters::backend::SVGBackend<'b>,
+        plotters::coord::Shift,
+    >,
+    caption: (&str, u32),
+    x_desc: &str,
+    speeds: (f64, f64),
+    ratios: (f64, f64, Vec<f64>),
+) -> Result<RatioSpeedChart<'a, 'b>> {
+    use plotters::prelude::*;
+    let (lo, hi) = speeds;
+    let (y_lo, y_hi, y_ticks) = ratios;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption.0, ("sans-serif", caption.1))
+        .margin(14)
+        .margin_right(24)
+        .x_label_area_size(46)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+            Ticked {
+                lo: y_lo,
+                hi: y_hi,
+                ticks: y_ticks,
+            },
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("output / input")
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| format!("{v:.0} %"))
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TEXT))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    Ok(chart)
+}
+
 /// A linear axis with the given ticks (plotters' own f64 axis picks its ticks itself,
 /// and its `with_key_points` form cannot take a label formatter).
 pub(super) struct Ticked {
@@ -576,9 +645,6 @@ fn draw(inputs: &[PlotInput], path: &Path) -> Result<()> {
         RGBColor(0x7f, 0x7f, 0x7f),
     ];
     const MARKER: i32 = 7;
-    // Font sizes as plotters takes them (the SVG gets them divided by 1.24).
-    const TICK: u32 = 16;
-    const TEXT: u32 = 17;
     const CAPTION: u32 = 21;
     // Rough text width in pixels for `size` (about 0.6 em per character once drawn).
     let text_width =
@@ -667,15 +733,8 @@ fn draw(inputs: &[PlotInput], path: &Path) -> Result<()> {
             .flat_map(|m| [usable(m.fold_mb_s), usable(m.unfold_mb_s)])
             .flatten()
             .collect();
-        let (lo, hi) = speeds
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if lo <= hi {
-            (lo / 1.3, hi * 1.3)
-        } else {
-            (10.0, 10_000.0)
-        };
-        let (y_lo, y_hi, y_ticks) = ratio_axis(input.methods.iter().map(|m| m.ratio_pct));
+        let speeds = speed_axis(speeds.into_iter());
+        let ratios = ratio_axis(input.methods.iter().map(|m| m.ratio_pct));
         let unfold_note = if input
             .methods
             .iter()
@@ -685,33 +744,14 @@ fn draw(inputs: &[PlotInput], path: &Path) -> Result<()> {
         } else {
             ", unfold not measured"
         };
-        let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!("{} ({}){unfold_note}", input.name, format_size(input.bytes)),
-                ("sans-serif", CAPTION),
-            )
-            .margin(14)
-            .margin_right(24)
-            .x_label_area_size(46)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-                Ticked {
-                    lo: y_lo,
-                    hi: y_hi,
-                    ticks: y_ticks,
-                },
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc("MB/s of input (log scale)")
-            .y_desc("output / input")
-            .x_label_formatter(&|v| tick_label(*v))
-            .y_label_formatter(&|v| format!("{v:.0} %"))
-            .label_style(("sans-serif", TICK))
-            .axis_desc_style(("sans-serif", TEXT))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
+        let caption = format!("{} ({}){unfold_note}", input.name, format_size(input.bytes));
+        let mut chart = ratio_speed_chart(
+            panel,
+            (&caption, CAPTION),
+            "MB/s of input (log scale)",
+            speeds,
+            ratios,
+        )?;
         // Lines first, so that no marker is drawn over by another method's line.
         for m in &input.methods {
             let color = COLORS[index_of(&m.method) % COLORS.len()];
