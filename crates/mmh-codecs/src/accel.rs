@@ -4,7 +4,7 @@ use fastcdc::v2020 as cdc;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::Error;
+use crate::{Error, FloatKind, tensor};
 
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
@@ -82,6 +82,22 @@ pub trait Accelerator: Send + Sync + std::fmt::Debug {
     /// offset of every chunk, strictly ascending, the last equal to `data.len()`. Empty for
     /// empty `data`. Fails with [`Error::InvalidCdcParams`] when `params` do not validate.
     fn find_chunk_boundaries(&self, data: &[u8], params: &CdcParams) -> Result<Vec<usize>, Error>;
+
+    /// Codes `raw` as values of `kind` with the tensor codec (FORMAT.md §7.1) into `out`,
+    /// which it clears first. Returns whether the payload is smaller than `raw`; when it
+    /// is not, `out` holds no usable payload (the caller stores the bytes instead).
+    fn encode_tensor(&self, raw: &[u8], kind: FloatKind, out: &mut Vec<u8>) -> Result<bool, Error>;
+
+    /// Decodes a tensor codec payload of `raw_len` bytes of `kind` into `out`, which it
+    /// clears first. `stored` is hostile: a payload that does not decode to exactly
+    /// `raw_len` bytes is [`Error::Corrupt`], with `out` left empty.
+    fn decode_tensor(
+        &self,
+        stored: &[u8],
+        raw_len: usize,
+        kind: FloatKind,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error>;
 }
 
 /// The reference backend: SHA-256 from `sha2` on the rayon pool, and boundaries from
@@ -119,5 +135,26 @@ impl Accelerator for CpuAccelerator {
         )
         .map(|chunk| chunk.offset + chunk.length)
         .collect())
+    }
+
+    fn encode_tensor(&self, raw: &[u8], kind: FloatKind, out: &mut Vec<u8>) -> Result<bool, Error> {
+        Ok(tensor::encode(raw, kind, out))
+    }
+
+    fn decode_tensor(
+        &self,
+        stored: &[u8],
+        raw_len: usize,
+        kind: FloatKind,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        out.clear();
+        tensor::decode(stored, raw_len, kind, out).map_err(|reason| {
+            out.clear();
+            Error::Corrupt {
+                codec: kind.codec(),
+                reason,
+            }
+        })
     }
 }

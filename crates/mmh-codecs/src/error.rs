@@ -47,6 +47,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An accelerator backend failed whatever the data: no device, a kernel that does not
+    /// build, a device that runs out of memory or reports an error.
+    #[error("{backend} backend: {reason}")]
+    Backend {
+        /// The backend's name, such as `"opencl"`.
+        backend: &'static str,
+        /// What failed, with the call or device involved.
+        reason: String,
+    },
+
     /// A stored chunk that does not decode to exactly its recorded raw length.
     #[error("corrupt {codec} chunk: {reason}")]
     Corrupt {

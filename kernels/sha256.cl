@@ -1,0 +1,1 @@
+// Written by the sha256 kernels' author.
