@@ -67,7 +67,16 @@ fn decode_chunk(c: &mut Criterion) {
             // The id says which codec actually stored the chunk (store where it would grow).
             let id = BenchmarkId::new(codec_name, format!("{data_name} (as {codec})"));
             group.bench_function(id, |b| {
-                b.iter(|| decode(codec, black_box(&stored), raw.len(), &mut out).unwrap())
+                b.iter(|| {
+                    decode(
+                        codec,
+                        black_box(&stored),
+                        raw.len(),
+                        &CpuAccelerator,
+                        &mut out,
+                    )
+                    .unwrap()
+                })
             });
         }
     }

@@ -16,8 +16,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mmh_codecs::{CodecChoice, EncodeParams};
-use mmh_dir::{BaseMode, CdcParams, FoldBase, FoldOptions, Observer, Overwrite, PendingFile};
+use mmh_codecs::{Accelerator, CodecChoice, EncodeParams};
+use mmh_dir::{
+    AccelChoice, Backend, BaseMode, CdcParams, FoldBase, FoldOptions, Observer, Overwrite,
+    PendingFile,
+};
 use serde_json::json;
 
 mod size;
@@ -57,6 +60,8 @@ enum Command {
     /// tensor, the same for a model file, a directory of shards, or an archive of either
     /// (docs/FINGERPRINT.md).
     Hash(HashArgs),
+    /// Show this build's codecs and accelerator backends, with their devices.
+    Info(InfoArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +109,8 @@ struct FoldArgs {
     #[arg(long)]
     deterministic: bool,
     #[command(flatten)]
+    accel: AccelArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -123,6 +130,8 @@ struct UnfoldArgs {
     #[command(flatten)]
     bases: Bases,
     #[command(flatten)]
+    accel: AccelArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -133,7 +142,48 @@ struct VerifyArgs {
     #[command(flatten)]
     bases: Bases,
     #[command(flatten)]
+    accel: AccelArgs,
+    #[command(flatten)]
     common: Common,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Only the accelerator backends and their devices.
+    #[arg(long)]
+    accel: bool,
+}
+
+#[derive(Args)]
+struct AccelArgs {
+    /// Backend for hashing, chunking and the tensor codec: auto (a GPU when one is
+    /// present), cpu, opencl or cuda. Archives are the same bytes whichever does the work.
+    #[arg(long, default_value = "auto")]
+    accel: AccelChoice,
+    /// Devices to use, by their numbers in `mmh info --accel` [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "N,N...")]
+    devices: Option<Vec<usize>>,
+}
+
+impl AccelArgs {
+    /// Opens the backend; a device backend that cannot start is a warning, and the CPU
+    /// does the work.
+    fn open(&self) -> Result<Arc<Backend>> {
+        let backend = Backend::open(self.accel, self.devices.as_deref())?;
+        if let Some(reason) = backend.cpu_reason() {
+            eprintln!("mmh: warning: {reason}");
+        }
+        Ok(Arc::new(backend))
+    }
+}
+
+/// Says how many calls the device failed and the CPU did instead, if any.
+fn report_fallbacks(backend: &Backend) {
+    if let (calls @ 1.., Some(first)) = backend.fallbacks() {
+        eprintln!(
+            "mmh: warning: the CPU redid {calls} calls that the device failed; the first: {first}"
+        );
+    }
 }
 
 #[derive(Args)]
@@ -269,6 +319,7 @@ fn run(cli: Cli, cancel: &Arc<AtomicBool>) -> Result<ExitCode> {
         Command::Cat(args) => cat(args),
         Command::Diff(args) => diff(args),
         Command::Hash(args) => hash(args, cancel),
+        Command::Info(args) => info(args),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -376,6 +427,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             args.input.with_file_name(name)
         }
     };
+    let backend = args.accel.open()?;
     let options = FoldOptions {
         encode: EncodeParams {
             choice: args.codec,
@@ -397,7 +449,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 FoldBase::open(path, mode, &[])
             })
             .transpose()?,
-        ..FoldOptions::default()
+        accelerator: backend.clone(),
     };
     let total = args
         .input
@@ -436,6 +488,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     for warning in &summary.warnings {
         eprintln!("mmh: warning: {warning}");
     }
+    report_fallbacks(&backend);
     let seconds = started.elapsed().as_secs_f64();
     let ratio = summary.archive_bytes as f64 / summary.input_bytes.max(1) as f64;
     let mb_per_s = summary.input_bytes as f64 / 1e6 / seconds.max(1e-9);
@@ -453,7 +506,7 @@ fn fold(args: FoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
                 "ratio": ratio, "seconds": seconds, "mb_per_s": mb_per_s, "chunks": summary.chunks,
                 "frames_by_codec": codecs, "deduplicated_bytes": summary.deduplicated_bytes,
                 "base_bytes": summary.base_bytes, "delta_bytes": summary.delta_bytes,
-                "warnings": summary.warnings,
+                "warnings": summary.warnings, "accelerator": backend.name(),
             })
         );
     } else if !args.common.quiet && !is_stdio(&output_path) {
@@ -483,6 +536,7 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         },
     };
     let progress_common = &args.common;
+    let backend = args.accel.open()?;
     let started = Instant::now();
     // A pipe into standard output streams (one file); a pipe into a path is first
     // copied to a temporary file beside it, so that trees, subsets and archives folded
@@ -503,9 +557,10 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             bail!("naming entries needs an archive file, or an output path (-o PATH)");
         }
         let progress = Progress::new(None, progress_common.hides_progress(), cancel);
-        mmh_dir::unfold_stream(io::stdin(), io::stdout(), &progress)?.bytes
+        mmh_dir::unfold_stream(io::stdin(), io::stdout(), backend.as_ref(), &progress)?.bytes
     } else {
-        let archive = mmh_dir::open_chain(archive_path, &args.bases.archives)?;
+        let archive = mmh_dir::open_chain(archive_path, &args.bases.archives)?
+            .with_accelerator(backend.clone());
         let total = mmh_dir::list_entries(archive.index())
             .iter()
             .map(|l| l.size)
@@ -529,11 +584,12 @@ fn unfold(args: UnfoldArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             .bytes
         }
     };
+    report_fallbacks(&backend);
     let seconds = started.elapsed().as_secs_f64();
     if args.common.json {
         println!(
             "{}",
-            json!({"archive": args.archive, "output": output_path, "bytes": written, "seconds": seconds})
+            json!({"archive": args.archive, "output": output_path, "bytes": written, "seconds": seconds, "accelerator": backend.name()})
         );
     }
     Ok(())
@@ -546,7 +602,9 @@ fn verify(args: VerifyArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         .then(|| mmh_dir::spool_archive(io::stdin().lock(), &std::env::temp_dir()))
         .transpose()?;
     let archive_path = spool.as_ref().map_or(args.archive.as_path(), |s| s.path());
+    let backend = args.accel.open()?;
     let result = mmh_dir::open_chain(archive_path, &args.bases.archives).and_then(|archive| {
+        let archive = archive.with_accelerator(backend.clone());
         let total = archive
             .index()
             .entries
@@ -834,6 +892,31 @@ fn hash(args: HashArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     } else {
         // As sha256sum prints a digest.
         writeln!(out, "{}  {}", fingerprint.hex(), args.model.display())?;
+    }
+    Ok(())
+}
+
+fn info(args: InfoArgs) -> Result<()> {
+    if !args.accel {
+        println!("mmh {}", env!("CARGO_PKG_VERSION"));
+        let codecs: Vec<String> = mmh_codecs::CodecId::ALL
+            .iter()
+            .map(|codec| codec.to_string())
+            .collect();
+        println!("codecs: {}", codecs.join(", "));
+    }
+    println!("accelerators:");
+    for (backend, devices) in mmh_dir::describe_backends() {
+        match devices {
+            Ok(devices) if devices.is_empty() => println!("  {backend}: no device"),
+            Ok(devices) => {
+                println!("  {backend}:");
+                for device in devices {
+                    println!("    {device}");
+                }
+            }
+            Err(why) => println!("  {backend}: unavailable: {why}"),
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, ResetDirective};
 
 use crate::tensor::{self, FloatKind};
-use crate::{Error, pattern, rans};
+use crate::{Accelerator, Error, pattern, rans};
 
 /// How a chunk is stored. The discriminant is the byte written to disk.
 ///
@@ -405,6 +405,7 @@ pub fn encode_tensor(
     raw: &[u8],
     kind: FloatKind,
     params: &EncodeParams,
+    accelerator: &dyn Accelerator,
     out: &mut Vec<u8>,
 ) -> Result<CodecId, Error> {
     if params.choice != CodecChoice::Auto {
@@ -414,7 +415,7 @@ pub fn encode_tensor(
     if pattern::encode(raw, out) {
         return Ok(CodecId::Pattern);
     }
-    if tensor::encode(raw, kind, out) {
+    if accelerator.encode_tensor(raw, kind, out)? {
         return Ok(kind.codec());
     }
     out.clear();
@@ -513,16 +514,18 @@ pub fn decode(
     codec: CodecId,
     stored: &[u8],
     raw_len: usize,
+    accelerator: &dyn Accelerator,
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
     out.clear();
-    decode_into(codec, stored, raw_len, out).inspect_err(|_| out.clear())
+    decode_into(codec, stored, raw_len, accelerator, out).inspect_err(|_| out.clear())
 }
 
 fn decode_into(
     codec: CodecId,
     stored: &[u8],
     raw_len: usize,
+    accelerator: &dyn Accelerator,
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
     let corrupt = |reason: String| Error::Corrupt { codec, reason };
@@ -556,7 +559,7 @@ fn decode_into(
         | CodecId::F8E4M3
         | CodecId::F8E5M2 => {
             let kind = FloatKind::of(codec).expect("a tensor codec");
-            tensor::decode(stored, raw_len, kind, out).map_err(corrupt)?;
+            accelerator.decode_tensor(stored, raw_len, kind, out)?;
         }
     }
     Ok(())
@@ -596,6 +599,7 @@ fn zstd_decode(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CpuAccelerator;
 
     fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut state = seed;
@@ -632,7 +636,7 @@ mod tests {
         let codec = encode(raw, params, &mut stored).unwrap();
         assert!(stored.len() <= raw.len());
         let mut back = Vec::new();
-        decode(codec, &stored, raw.len(), &mut back).unwrap();
+        decode(codec, &stored, raw.len(), &CpuAccelerator, &mut back).unwrap();
         assert_eq!(back, raw, "{codec} roundtrip");
         codec
     }

@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```
-//! use mmh_codecs::{CodecChoice, CodecId, EncodeParams, decode, encode};
+//! use mmh_codecs::{CodecChoice, CodecId, CpuAccelerator, EncodeParams, decode, encode};
 //!
 //! let raw = b"weights weights weights and some more weights".repeat(100);
 //! let params = EncodeParams {
@@ -40,7 +40,7 @@
 //!
 //! // The container records the codec id and the raw length next to the stored bytes.
 //! let mut back = Vec::new();
-//! decode(codec, &stored, raw.len(), &mut back)?;
+//! decode(codec, &stored, raw.len(), &CpuAccelerator, &mut back)?;
 //! assert_eq!(back, raw);
 //! # Ok::<(), mmh_codecs::Error>(())
 //! ```
@@ -51,6 +51,7 @@ mod accel;
 mod blocks;
 mod codec;
 mod error;
+pub mod parity;
 mod pattern;
 mod planes;
 mod rans;

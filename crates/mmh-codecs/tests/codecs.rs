@@ -1,7 +1,8 @@
 //! Encode/decode roundtrips for every codec choice, and decoding of hostile input.
 
 use mmh_codecs::{
-    CodecChoice, CodecId, EncodeParams, Error, FloatKind, decode, encode, encode_tensor,
+    CodecChoice, CodecId, CpuAccelerator, EncodeParams, Error, FloatKind, decode, encode,
+    encode_tensor,
 };
 use proptest::prelude::*;
 
@@ -71,7 +72,7 @@ fn check_roundtrip(raw: &[u8], params: &EncodeParams) -> Result<CodecId, TestCas
         );
     }
     let mut back = vec![0xEE; 7];
-    decode(codec, &stored, raw.len(), &mut back).unwrap();
+    decode(codec, &stored, raw.len(), &CpuAccelerator, &mut back).unwrap();
     prop_assert_eq!(back.as_slice(), raw, "{} roundtrip", codec);
     Ok(codec)
 }
@@ -109,7 +110,7 @@ proptest! {
         codec in prop::sample::select(CodecId::ALL.to_vec()),
     ) {
         let mut out = Vec::new();
-        if decode(codec, &stored, raw_len, &mut out).is_ok() {
+        if decode(codec, &stored, raw_len, &CpuAccelerator, &mut out).is_ok() {
             prop_assert_eq!(out.len(), raw_len);
         } else {
             prop_assert!(out.is_empty());
@@ -135,7 +136,7 @@ proptest! {
         }
         let raw_len = raw.len().saturating_add_signed(len_delta);
         let mut out = Vec::new();
-        if decode(codec, &stored, raw_len, &mut out).is_ok() {
+        if decode(codec, &stored, raw_len, &CpuAccelerator, &mut out).is_ok() {
             prop_assert_eq!(out.len(), raw_len);
         }
     }
@@ -164,7 +165,7 @@ fn encode_only(codec: CodecId, raw: &[u8]) -> Vec<u8> {
 
 fn assert_corrupt(codec: CodecId, stored: &[u8], raw_len: usize) -> String {
     let mut out = Vec::new();
-    match decode(codec, stored, raw_len, &mut out) {
+    match decode(codec, stored, raw_len, &CpuAccelerator, &mut out) {
         Err(err @ Error::Corrupt { codec: c, .. }) if c == codec => {
             assert!(out.is_empty(), "output left after an error");
             err.to_string()
@@ -201,7 +202,7 @@ fn zstd_frame_without_content_size_is_bounded_by_raw_len() {
     assert_corrupt(CodecId::Zstd, &stored, 50_000);
     assert_corrupt(CodecId::Zstd, &stored, 100_001);
     let mut out = Vec::new();
-    decode(CodecId::Zstd, &stored, raw.len(), &mut out).unwrap();
+    decode(CodecId::Zstd, &stored, raw.len(), &CpuAccelerator, &mut out).unwrap();
     assert_eq!(out, raw);
 }
 
@@ -226,7 +227,7 @@ fn zstd_long_mode_frames_decode() {
     let mut stored = Vec::new();
     assert_eq!(encode(&raw, &params, &mut stored).unwrap(), CodecId::Zstd);
     let mut out = Vec::new();
-    decode(CodecId::Zstd, &stored, raw.len(), &mut out).unwrap();
+    decode(CodecId::Zstd, &stored, raw.len(), &CpuAccelerator, &mut out).unwrap();
     assert!(out == raw);
 }
 
@@ -340,10 +341,10 @@ proptest! {
         let mut raw = weights(kind, values, seed);
         raw.extend(std::iter::repeat_n(0xA5, extra));
         let mut stored = Vec::new();
-        let codec = encode_tensor(&raw, kind, &EncodeParams::default(), &mut stored).unwrap();
+        let codec = encode_tensor(&raw, kind, &EncodeParams::default(), &CpuAccelerator, &mut stored).unwrap();
         prop_assert!(stored.len() <= raw.len());
         let mut back = Vec::new();
-        decode(codec, &stored, raw.len(), &mut back).unwrap();
+        decode(codec, &stored, raw.len(), &CpuAccelerator, &mut back).unwrap();
         prop_assert_eq!(back, raw);
     }
 }
@@ -354,7 +355,14 @@ fn the_tensor_codec_codes_weights_smaller_than_zstd() {
         let raw = weights(kind, 1 << 16, 7);
         let (mut coded, mut plain) = (Vec::new(), Vec::new());
         assert_eq!(
-            encode_tensor(&raw, kind, &EncodeParams::default(), &mut coded).unwrap(),
+            encode_tensor(
+                &raw,
+                kind,
+                &EncodeParams::default(),
+                &CpuAccelerator,
+                &mut coded
+            )
+            .unwrap(),
             kind.codec()
         );
         let zstd = EncodeParams {

@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backend;
 mod base;
 mod chunking;
 mod diff;
@@ -55,6 +56,7 @@ mod tree;
 mod unfold;
 mod walk;
 
+pub use backend::{AccelChoice, Backend, describe_backends};
 pub use base::{BaseMode, FoldBase, open_chain};
 pub use chunking::float_kind;
 pub use diff::{Diff, diff, index_against};

@@ -410,7 +410,13 @@ impl Work<'_> {
         }
         if !frame.is_empty() {
             *codec = Some(match float_frame(pieces) {
-                Some(kind) => mmh_codecs::encode_tensor(frame, kind, &self.options.encode, stored)?,
+                Some(kind) => mmh_codecs::encode_tensor(
+                    frame,
+                    kind,
+                    &self.options.encode,
+                    self.options.accelerator.as_ref(),
+                    stored,
+                )?,
                 None => mmh_codecs::encode(frame, &self.options.encode, stored)?,
             });
         }
@@ -459,7 +465,13 @@ impl Work<'_> {
         let mut scratch = Vec::new();
         let mut coded_len = |bytes: &[u8], float: Option<FloatKind>| -> Result<usize> {
             match float {
-                Some(kind) => mmh_codecs::encode_tensor(bytes, kind, encode, &mut scratch)?,
+                Some(kind) => mmh_codecs::encode_tensor(
+                    bytes,
+                    kind,
+                    encode,
+                    self.options.accelerator.as_ref(),
+                    &mut scratch,
+                )?,
                 None => mmh_codecs::encode(bytes, encode, &mut scratch)?,
             };
             Ok(scratch.len())

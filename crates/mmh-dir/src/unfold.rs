@@ -3,6 +3,7 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
+use mmh_codecs::Accelerator;
 use mmh_format::{
     Archive, ChunkSource, Digest, Entry, EntryKind, Index, ReadAt, StreamFrame, StreamReader,
 };
@@ -350,6 +351,7 @@ pub struct StreamSummary {
 pub fn unfold_stream(
     input: impl Read + Send,
     mut out: impl Write + Send,
+    accelerator: &dyn Accelerator,
     observer: &dyn Observer,
 ) -> Result<StreamSummary> {
     let mut reader = StreamReader::new(input)?;
@@ -367,7 +369,7 @@ pub fn unfold_stream(
             || {
                 rayon::join(
                     || read_frames(&mut reader, batch_len),
-                    || decode_frames(first_frame, frames),
+                    || decode_frames(first_frame, frames, accelerator),
                 )
             },
             || write_batch(&mut write, &pending),
@@ -457,10 +459,11 @@ pub fn unfold_stream_to_path(
     input: impl Read + Send,
     dest: &Path,
     overwrite: Overwrite,
+    accelerator: &dyn Accelerator,
     observer: &dyn Observer,
 ) -> Result<StreamSummary> {
     let mut pending = PendingFile::create(dest, overwrite)?;
-    let summary = unfold_stream(input, pending.file(), observer)?;
+    let summary = unfold_stream(input, pending.file(), accelerator, observer)?;
     apply_metadata(pending.file(), &summary.entry)?;
     pending.commit()?;
     Ok(summary)
@@ -499,19 +502,28 @@ fn read_frames<R: Read>(
 
 /// Decodes frames numbered from `first_frame` on. The entry they belong to is named only
 /// by the index at the end of the stream, so errors locate them by archive offset.
-fn decode_frames(first_frame: usize, frames: Vec<(StreamFrame, Vec<u8>)>) -> Result<Vec<Vec<u8>>> {
+fn decode_frames(
+    first_frame: usize,
+    frames: Vec<(StreamFrame, Vec<u8>)>,
+    accelerator: &dyn Accelerator,
+) -> Result<Vec<Vec<u8>>> {
     let results: Vec<Result<Vec<u8>>> = frames
         .into_par_iter()
         .enumerate()
         .map(|(i, (frame, stored))| {
             let mut out = Vec::new();
-            decode_frame_bytes(frame.frame.codec, frame.frame.raw_len, &stored, &mut out).map_err(
-                |source| mmh_verify::Error::Decode {
-                    frame: (first_frame + i) as u32,
-                    archive_offset: frame.offset,
-                    source,
-                },
-            )?;
+            decode_frame_bytes(
+                frame.frame.codec,
+                frame.frame.raw_len,
+                &stored,
+                accelerator,
+                &mut out,
+            )
+            .map_err(|source| mmh_verify::Error::Decode {
+                frame: (first_frame + i) as u32,
+                archive_offset: frame.offset,
+                source,
+            })?;
             Ok(out)
         })
         .collect();

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{SMALL_CDC, cdc_lens, chain, chunk_lens, mixed_content, noise};
-use mmh_codecs::{CodecChoice, CodecId, EncodeParams};
+use mmh_codecs::{CodecChoice, CodecId, CpuAccelerator, EncodeParams};
 use mmh_dir::{
     Chain, EntryMeta, FoldOptions, Overwrite, Quiet, fold_stream, single_file, unfold_stream,
     unfold_to_path,
@@ -119,8 +119,9 @@ fn assert_rejected(bytes: &[u8], what: &str) {
     assert_rejected_by_seeking_readers(bytes, what);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
-    let err = mmh_dir::unfold_stream_to_path(bytes, &dest, Overwrite::Refuse, &Quiet)
-        .expect_err(&format!("{what}: accepted by the stream reader"));
+    let err =
+        mmh_dir::unfold_stream_to_path(bytes, &dest, Overwrite::Refuse, &CpuAccelerator, &Quiet)
+            .expect_err(&format!("{what}: accepted by the stream reader"));
     assert!(
         err.is_integrity(),
         "{what}: stream: not an integrity error: {err}"
@@ -253,7 +254,7 @@ fn a_forged_chunk_digest_names_the_entry_and_byte_range() {
     // the layout and the Merkle root over the index, not each chunk. The content here is
     // intact, so it must come out exactly; what matters is that no wrong byte does.
     let mut out = Vec::new();
-    match unfold_stream(forged.as_slice(), &mut out, &Quiet) {
+    match unfold_stream(forged.as_slice(), &mut out, &CpuAccelerator, &Quiet) {
         Ok(summary) => {
             assert_eq!(summary.bytes, 3548);
             assert_eq!(out, mixed_content());
@@ -319,7 +320,7 @@ fn an_unknown_codec_id_is_named() {
     assert!(message.contains("200"), "{message}");
 
     let mut out = Vec::new();
-    let err = unfold_stream(forged.as_slice(), &mut out, &Quiet).unwrap_err();
+    let err = unfold_stream(forged.as_slice(), &mut out, &CpuAccelerator, &Quiet).unwrap_err();
     assert!(
         err.is_integrity() && err.to_string().contains("200"),
         "{err}"

@@ -253,6 +253,7 @@ fn golden_v2_uses_every_kind_of_chunk_source() {
         mmh_codecs::CodecId::Zstd,
         stored,
         header.raw_len as usize,
+        &mmh_codecs::CpuAccelerator,
         &mut raw,
     )
     .unwrap();

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{SMALL_CDC, cdc_lens, chain, chunk_digests, chunk_lens, noise};
-use mmh_codecs::{CdcParams, CodecChoice, CodecId, EncodeParams};
+use mmh_codecs::{CdcParams, CodecChoice, CodecId, CpuAccelerator, EncodeParams};
 use mmh_dir::{
     EntryMeta, FoldOptions, Overwrite, Quiet, WalkOptions, fold_stream, fold_tree, read_range,
     single_file, unfold_entry, unfold_stream, unfold_to_path,
@@ -138,7 +138,7 @@ proptest! {
         prop_assert_eq!(report.content_bytes, data.len() as u64);
 
         let mut stream_out = Vec::new();
-        let summary = unfold_stream(archive_bytes.as_slice(), &mut stream_out, &Quiet).unwrap();
+        let summary = unfold_stream(archive_bytes.as_slice(), &mut stream_out, &CpuAccelerator, &Quiet).unwrap();
         prop_assert_eq!(&stream_out, &data);
         prop_assert_eq!(summary.bytes, data.len() as u64);
     }

@@ -2,7 +2,7 @@
 
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
-use opencl3::device::{CL_DEVICE_TYPE_ALL, Device};
+use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device};
 use opencl3::platform::get_platforms;
 use opencl3::program::Program;
 
@@ -23,6 +23,8 @@ pub struct DeviceInfo {
     pub max_buffer: u64,
     /// Compute units.
     pub compute_units: u32,
+    /// Whether the device is a GPU (not a CPU, as PoCL's devices are).
+    pub is_gpu: bool,
 }
 
 /// Every device of every platform, in platform order.
@@ -48,6 +50,7 @@ pub fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
                 memory: device.global_mem_size().map_err(call)?,
                 max_buffer: device.max_mem_alloc_size().map_err(call)?,
                 compute_units: device.max_compute_units().map_err(call)?,
+                is_gpu: device.dev_type().map_err(call)? & CL_DEVICE_TYPE_GPU != 0,
             };
             found.push((info, device));
         }

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 use std::io;
 
-use mmh_codecs::CodecId;
+use std::sync::Arc;
+
+use mmh_codecs::{Accelerator, CodecId, CpuAccelerator};
 use mmh_format::{Archive, ChunkSource, Digest, EntryKind, Index, ReadAt};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -21,6 +23,8 @@ pub const MAX_CHAIN_DEPTH: usize = 64;
 pub struct Chain<R> {
     archive: Archive<R>,
     bases: Vec<Chain<R>>,
+    /// What decodes tensor frames: the CPU unless [`Chain::with_accelerator`] says.
+    accelerator: Arc<dyn Accelerator>,
 }
 
 impl<R: ReadAt> Chain<R> {
@@ -47,7 +51,27 @@ impl<R: ReadAt> Chain<R> {
                 });
             }
         }
-        Ok(Chain { archive, bases })
+        Ok(Chain {
+            archive,
+            bases,
+            accelerator: Arc::new(CpuAccelerator),
+        })
+    }
+
+    /// Decodes this chain's frames, bases included, with `accelerator`.
+    pub fn with_accelerator(mut self, accelerator: Arc<dyn Accelerator>) -> Self {
+        self.bases = self
+            .bases
+            .into_iter()
+            .map(|base| base.with_accelerator(accelerator.clone()))
+            .collect();
+        self.accelerator = accelerator;
+        self
+    }
+
+    /// The backend that decodes this chain's tensor frames.
+    pub fn accelerator(&self) -> &dyn Accelerator {
+        self.accelerator.as_ref()
     }
 
     /// An archive that references no base.
@@ -233,25 +257,37 @@ impl<R: ReadAt> Chain<R> {
             })?;
         let frame = &self.index().frames[number as usize];
         let mut out = Vec::new();
-        decode_frame_bytes(frame.codec, frame.raw_len, bytes, &mut out).map_err(|source| {
-            Error::Decode {
-                frame: number,
-                archive_offset: offset,
-                source,
-            }
+        decode_frame_bytes(
+            frame.codec,
+            frame.raw_len,
+            bytes,
+            self.accelerator(),
+            &mut out,
+        )
+        .map_err(|source| Error::Decode {
+            frame: number,
+            archive_offset: offset,
+            source,
         })?;
         Ok(out)
     }
 }
 
-/// Decodes one frame's stored bytes into `out`.
+/// Decodes one frame's stored bytes into `out`, tensor frames with `accelerator`.
 pub fn decode_frame_bytes(
     codec: u8,
     raw_len: u32,
     stored: &[u8],
+    accelerator: &dyn Accelerator,
     out: &mut Vec<u8>,
 ) -> Result<(), mmh_codecs::Error> {
-    mmh_codecs::decode(CodecId::try_from(codec)?, stored, raw_len as usize, out)
+    mmh_codecs::decode(
+        CodecId::try_from(codec)?,
+        stored,
+        raw_len as usize,
+        accelerator,
+        out,
+    )
 }
 
 /// A run of consecutive chunks of one entry's content.

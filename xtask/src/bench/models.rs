@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mmh_codecs::{BLOCK_VALUES, CodecId, EncodeParams, FloatKind};
+use mmh_codecs::{BLOCK_VALUES, CodecId, CpuAccelerator, EncodeParams, FloatKind};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -371,7 +371,7 @@ fn measure_mmh(
     let params = EncodeParams::default();
     let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
     let encode = |frame: &[u8], slot: &mut (CodecId, Vec<u8>)| -> Result<()> {
-        slot.0 = mmh_codecs::encode_tensor(frame, kind, &params, &mut slot.1)?;
+        slot.0 = mmh_codecs::encode_tensor(frame, kind, &params, &CpuAccelerator, &mut slot.1)?;
         Ok(())
     };
     let decode = |frame: &[u8], slot: &(CodecId, Vec<u8>), out: &mut Vec<u8>| -> Result<()> {
@@ -1068,9 +1068,14 @@ mod tests {
                 })
                 .collect();
             let mut out = Vec::new();
-            let codec =
-                mmh_codecs::encode_tensor(&values, kind, &EncodeParams::default(), &mut out)
-                    .unwrap();
+            let codec = mmh_codecs::encode_tensor(
+                &values,
+                kind,
+                &EncodeParams::default(),
+                &CpuAccelerator,
+                &mut out,
+            )
+            .unwrap();
             if codec == kind.codec() {
                 assert_eq!(out[0], k as u8, "{kind:?}");
             }
