@@ -1183,3 +1183,89 @@ fn hash_of_the_corpus_models_is_the_same_across_formats_shards_and_archives() {
     fold(&checkpoint, &archive);
     assert_eq!(fingerprint(&archive), expected);
 }
+
+/// A tree of a float model and other bytes, folded with `--accel opencl` and with
+/// `--accel cpu`: the same archive bytes, and unfolded with OpenCL to the same tree.
+/// Without an OpenCL device the CLI falls back to the CPU, and the test says so and
+/// stops, unless MMH_REQUIRE_OPENCL=1.
+#[test]
+fn an_archive_folded_with_opencl_is_the_one_the_cpu_folds() {
+    let (dir, input, data) = setup();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("model.safetensors"), model(0)).unwrap();
+    std::fs::rename(&input, tree.join("input.bin")).unwrap();
+    let folded = |accel: &str| {
+        let archive = dir.path().join(format!("{accel}.mmh"));
+        let summary = stdout_json(
+            mmh()
+                .args(["fold", "--json", "--deterministic", "--accel", accel])
+                .arg(&tree)
+                .arg("-o")
+                .arg(&archive),
+        );
+        (std::fs::read(&archive).unwrap(), summary)
+    };
+    let (on_cpu, _) = folded("cpu");
+    let (on_opencl, summary) = folded("opencl");
+    if summary["accelerator"] != "opencl" {
+        assert!(
+            std::env::var("MMH_REQUIRE_OPENCL").as_deref() != Ok("1"),
+            "MMH_REQUIRE_OPENCL=1 but the fold ran on {}",
+            summary["accelerator"]
+        );
+        eprintln!("skipped: no OpenCL device, the fold fell back to the CPU");
+        return;
+    }
+    assert!(
+        summary["frames_by_codec"]["f32"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(on_opencl == on_cpu, "the archives differ");
+
+    let out = dir.path().join("out");
+    mmh()
+        .args(["unfold", "-q", "--accel", "opencl"])
+        .arg(dir.path().join("opencl.mmh"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(out.join("input.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        model(0)
+    );
+    mmh()
+        .args(["verify", "-q", "--accel", "opencl"])
+        .arg(dir.path().join("opencl.mmh"))
+        .assert()
+        .success();
+}
+
+#[test]
+fn accelerators_are_listed_and_a_missing_backend_is_an_error() {
+    let out = mmh().args(["info", "--accel"]).output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing.contains("cpu:") && listing.contains("opencl"),
+        "{listing}"
+    );
+
+    let (dir, input, _) = setup();
+    mmh()
+        .args(["fold", "--accel", "cuda"])
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("a.mmh"))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("no CUDA backend"));
+    mmh()
+        .args(["fold", "--accel", "tpu"])
+        .arg(&input)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("cpu, opencl, cuda"));
+}

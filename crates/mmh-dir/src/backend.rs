@@ -56,6 +56,7 @@ impl fmt::Display for AccelChoice {
     }
 }
 
+#[cfg(feature = "opencl")]
 /// Under [`AccelChoice::Auto`], calls on fewer bytes than this stay on the CPU: below it,
 /// copying to a device and back costs more than the CPU takes.
 const AUTO_MIN_BYTES: usize = 1 << 20;
@@ -231,36 +232,31 @@ impl Accelerator for Backend {
 /// Everything `mmh info --accel` shows: each backend compiled in, and its devices or
 /// why it has none.
 pub fn describe_backends() -> Vec<(AccelChoice, std::result::Result<Vec<String>, String>)> {
-    let mut backends = vec![(
-        AccelChoice::Cpu,
-        Ok(vec![format!(
-            "{} threads (rayon)",
-            rayon::current_num_threads()
-        )]),
-    )];
+    let cpu = vec![format!("{} threads (rayon)", rayon::current_num_threads())];
+    let backends = vec![(AccelChoice::Cpu, Ok(cpu))];
     #[cfg(feature = "opencl")]
-    backends.push((
-        AccelChoice::OpenCl,
-        mmh_opencl::devices()
-            .map(|devices| {
-                devices
-                    .iter()
-                    .enumerate()
-                    .map(|(number, d)| {
-                        format!(
-                            "{number}: {} ({}; {}, {} compute units, {} MiB)",
-                            d.name,
-                            d.platform,
-                            d.version,
-                            d.compute_units,
-                            d.memory >> 20
-                        )
-                    })
-                    .collect()
-            })
-            .map_err(|e| e.to_string()),
-    ));
+    let backends = [backends, vec![(AccelChoice::OpenCl, describe_opencl())]].concat();
     backends
+}
+
+#[cfg(feature = "opencl")]
+fn describe_opencl() -> std::result::Result<Vec<String>, String> {
+    let devices = mmh_opencl::devices().map_err(|e| e.to_string())?;
+    Ok(devices
+        .iter()
+        .enumerate()
+        .map(|(number, d)| {
+            format!(
+                "{number}: {} ({}, {}; {}, {} compute units, {} MiB)",
+                d.name,
+                if d.is_gpu { "GPU" } else { "CPU" },
+                d.platform,
+                d.version,
+                d.compute_units,
+                d.memory >> 20
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]

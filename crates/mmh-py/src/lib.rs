@@ -21,10 +21,11 @@ mod writer;
 
 use std::io::BufWriter;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mmh_codecs::EncodeParams;
-use mmh_dir::{BaseMode, FoldBase, FoldOptions, Observer, Overwrite, PendingFile};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use mmh_dir::{Backend, BaseMode, FoldBase, FoldOptions, Observer, Overwrite, PendingFile};
+use pyo3::exceptions::{PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -55,6 +56,20 @@ pub(crate) fn fold_options(
     })
 }
 
+/// The backend `accel` names ("auto", "cpu", "opencl", "cuda"), as `--accel` opens it; a
+/// device backend that cannot start is a RuntimeWarning, and the CPU does the work.
+fn backend(py: Python<'_>, accel: &str) -> PyResult<Arc<Backend>> {
+    let backend = accel
+        .parse()
+        .and_then(|choice| Backend::open(choice, None))
+        .map_err(to_py)?;
+    if let Some(reason) = backend.cpu_reason() {
+        let reason = std::ffi::CString::new(reason).unwrap_or_default();
+        PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &reason, 1)?;
+    }
+    Ok(Arc::new(backend))
+}
+
 fn overwrite(force: bool) -> Overwrite {
     if force {
         Overwrite::Replace
@@ -79,11 +94,13 @@ fn check_callable(progress: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
 /// (default: all cores). base: an earlier archive whose chunks are referenced rather
 /// than stored again (changed tensors become deltas); with self_contained=True they are
 /// copied instead, so the archive stands alone. force: replace an existing `dst`.
+/// accel: the backend for hashing, chunking and the tensor codec, "auto" (a GPU when
+/// there is one), "cpu", "opencl" or "cuda"; the archive is the same bytes whichever.
 /// progress: called with the input bytes folded so far (0 first, about 10 times a
 /// second, then the total); an exception from it cancels the fold and propagates.
 /// Nothing appears at `dst` unless the fold succeeds.
 #[pyfunction]
-#[pyo3(signature = (src, dst, codec = "auto", level = None, threads = None, base = None, self_contained = false, force = false, progress = None))]
+#[pyo3(signature = (src, dst, codec = "auto", level = None, threads = None, base = None, self_contained = false, force = false, accel = "auto", progress = None))]
 #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 fn fold(
     py: Python<'_>,
@@ -95,6 +112,7 @@ fn fold(
     base: Option<PathBuf>,
     self_contained: bool,
     force: bool,
+    accel: &str,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<FoldReport> {
     check_callable(progress.as_ref())?;
@@ -107,8 +125,10 @@ fn fold(
         BaseMode::Reference
     };
     let options = fold_options(codec, level, threads, None).map_err(to_py)?;
+    let accelerator = backend(py, accel)?;
     let (summary, pending) = observed(py, progress.as_ref(), |watch| {
         let options = FoldOptions {
+            accelerator,
             base: base
                 .as_deref()
                 .map(|path| FoldBase::open(path, mode, &[]))
@@ -131,13 +151,15 @@ fn fold(
 /// An archive of one file (and no `paths`, or only that file's name) becomes the file
 /// `dst`; any other the directory `dst`, with every entry or those under `paths`.
 /// bases: the base archives it references, when they are not next to it under their
-/// recorded names. force: replace existing files. progress: called with the bytes
-/// written so far; an exception from it cancels the unfold and propagates.
+/// recorded names. force: replace existing files. accel: the backend that decodes
+/// tensors, as for fold. progress: called with the bytes written so far; an exception
+/// from it cancels the unfold and propagates.
 #[pyfunction]
 #[pyo3(
-    signature = (archive, dst, paths = None, bases = Vec::new(), force = false, progress = None),
-    text_signature = "(archive, dst, paths=None, bases=(), force=False, progress=None)"
+    signature = (archive, dst, paths = None, bases = Vec::new(), force = false, accel = "auto", progress = None),
+    text_signature = "(archive, dst, paths=None, bases=(), force=False, accel='auto', progress=None)"
 )]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 fn unfold(
     py: Python<'_>,
     archive: PathBuf,
@@ -145,12 +167,14 @@ fn unfold(
     paths: Option<Vec<String>>,
     bases: Vec<PathBuf>,
     force: bool,
+    accel: &str,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<u64> {
     check_callable(progress.as_ref())?;
     let paths = paths.unwrap_or_default();
+    let accelerator = backend(py, accel)?;
     observed(py, progress.as_ref(), |watch| {
-        let chain = mmh_dir::open_chain(&archive, &bases)?;
+        let chain = mmh_dir::open_chain(&archive, &bases)?.with_accelerator(accelerator);
         Ok(mmh_dir::unfold_path(&chain, &dst, &paths, overwrite(force), watch)?.bytes)
     })
 }
@@ -158,22 +182,25 @@ fn unfold(
 /// Decodes and checks everything in `archive`, as `mmh verify` does: frames, chunk and
 /// file SHA-256, the Merkle root. Raises IntegrityError on damage.
 ///
-/// progress: called with the content bytes checked so far; an exception from it
-/// propagates once the verification has run to its end (it cannot stop early).
+/// accel: the backend that decodes tensors, as for fold. progress: called with the
+/// content bytes checked so far; an exception from it propagates once the verification
+/// has run to its end (it cannot stop early).
 #[pyfunction]
 #[pyo3(
-    signature = (archive, bases = Vec::new(), progress = None),
-    text_signature = "(archive, bases=(), progress=None)"
+    signature = (archive, bases = Vec::new(), accel = "auto", progress = None),
+    text_signature = "(archive, bases=(), accel='auto', progress=None)"
 )]
 fn verify(
     py: Python<'_>,
     archive: PathBuf,
     bases: Vec<PathBuf>,
+    accel: &str,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Report> {
     check_callable(progress.as_ref())?;
+    let accelerator = backend(py, accel)?;
     observed(py, progress.as_ref(), |watch| {
-        let chain = mmh_dir::open_chain(&archive, &bases)?;
+        let chain = mmh_dir::open_chain(&archive, &bases)?.with_accelerator(accelerator);
         let report = mmh_verify::verify_archive(&chain, &|bytes| watch.progress(bytes))?;
         Ok(report.into())
     })

@@ -287,6 +287,21 @@ def test_codecs(tmp_path, codec):
     assert out.read_bytes() == data
 
 
+def test_accel_choices_give_the_same_archive(tmp_path):
+    """Every backend writes the same bytes; on a machine without an OpenCL device,
+    accel="opencl" warns and the CPU does the work."""
+    data = np.arange(300_000, dtype=np.float32).tobytes()
+    src = tmp_path / "w.bin"
+    src.write_bytes(data)
+    mmh.fold(src, tmp_path / "cpu.mmh", accel="cpu")
+    mmh.fold(src, tmp_path / "opencl.mmh", accel="opencl")
+    assert (tmp_path / "cpu.mmh").read_bytes() == (tmp_path / "opencl.mmh").read_bytes()
+    assert mmh.unfold(tmp_path / "opencl.mmh", tmp_path / "out", accel="opencl") == len(data)
+    assert mmh.verify(tmp_path / "opencl.mmh", accel="auto").content_bytes == len(data)
+    with pytest.raises(ValueError, match="cpu, opencl, cuda"):
+        mmh.fold(src, tmp_path / "x.mmh", accel="tpu")
+
+
 def test_level_and_threads(tmp_path):
     data = compressible_bytes(2_000_000, seed=6)
     src = tmp_path / "l.bin"

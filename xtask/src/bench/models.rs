@@ -375,7 +375,7 @@ fn measure_mmh(
         Ok(())
     };
     let decode = |frame: &[u8], slot: &(CodecId, Vec<u8>), out: &mut Vec<u8>| -> Result<()> {
-        mmh_codecs::decode(slot.0, &slot.1, frame.len(), out)?;
+        mmh_codecs::decode(slot.0, &slot.1, frame.len(), &CpuAccelerator, out)?;
         Ok(())
     };
     let mut failures = Vec::new();
