@@ -5,6 +5,7 @@
 //! cargo xtask bench [--tiers 1M,64M,1G] [--max-bytes 1G] [--threads N] [--level 3]
 //!                   [--runs 3] [--out docs/bench] [--rss] [--tree [--tree-files N]]
 //!                   [--chains] [--cdc] [--corpus DIR] [FILE...] [--models [DIR]]
+//!                   [--accel cpu,opencl[,cuda]]
 //! ```
 //!
 //! For every input (a generated tier of [`mmh_benches::MixedData`], or a FILE) it runs,
@@ -43,7 +44,10 @@
 //! - `--models [DIR]` (`models.rs`): the tensor codec against ZipNN 0.5.4 (installed from
 //!   PyPI into `target/bench/zipnn-venv`, run by `zipnn_bench.py`), zstd -3 and -19 and
 //!   two entropy bounds, per float dtype of every model file under DIR (default: the
-//!   corpus), with its own plot `<out>/models-size-vs-speed.svg`.
+//!   corpus), with its own plot `<out>/models-size-vs-speed.svg`;
+//! - `--accel LIST` (`accel.rs`): the backends named (cpu, opencl, cuda) on the same
+//!   inputs: MB/s of each `Accelerator` operation and of fold and unfold end to end,
+//!   whether each output is the CPU's bytes, and the stage that bounds it.
 //!
 //! A correctness check that fails in a section (an unfold that does not give the source
 //! back) is printed in its table, and the bench then exits with an error.
@@ -51,6 +55,7 @@
 //! A debug build would measure nothing useful (the workspace crates are not optimised in
 //! the dev profile), so a debug `xtask` re-runs itself with `cargo run --release`.
 
+mod accel;
 mod cdc;
 mod chains;
 mod external;
@@ -107,6 +112,8 @@ usage: cargo xtask bench [options] [FILE...]
   --chains         dedup across versions of a model file: mmh fold --base, --self-contained,
                    zstd --patch-from, XOR + zstd; one file under two names (needs the corpus)
   --cdc            content-defined chunking speed of the CPU backend (GB/s, one thread)
+  --accel LIST     backends side by side on the same inputs, e.g. cpu,opencl: MB/s per
+                   operation and end to end, byte identity with the CPU, the bounding stage
   --timeout SECS   longest one child process (mmh, tar, zstd) of --rss, --tree or --chains
                    may run; it is then killed and its cell shows the error (default 300)
   --corpus DIR     the development corpus (default /tmp/mmh-dev-corpus; build it with
@@ -148,6 +155,8 @@ pub struct Config {
     pub chains: bool,
     /// Measure chunking speed.
     pub cdc: bool,
+    /// Backends to compare side by side.
+    pub accel: Vec<mmh_dir::AccelChoice>,
     /// The development corpus.
     pub corpus: PathBuf,
     /// Measure the tensor codec on model files.
@@ -210,8 +219,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
             || config.tree
             || config.chains
             || config.cdc
-            || config.models,
-        "nothing to measure: no tiers, no files and no section (--rss, --tree, --chains, --cdc, --models)"
+            || config.models
+            || !config.accel.is_empty(),
+        "nothing to measure: no tiers, no files and no section (--rss, --tree, --chains, --cdc, --models, --accel)"
     );
 
     let host = report::Host::detect(&config);
@@ -236,6 +246,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let models = timed("--models", config.models, || {
         models::measure(&config, &target, scratch.path())
     })?;
+    let accel = timed("--accel", !config.accel.is_empty(), || {
+        accel::measure(&config)
+    })?
+    .unwrap_or_default();
 
     let mut host = host;
     host.load_after = report::load_average();
@@ -248,6 +262,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         chains,
         cdc,
         models,
+        accel,
     };
     print!("{}", report::markdown(&all));
     let json_path = bench_dir.join("results.json");
@@ -314,6 +329,7 @@ fn parse_args(args: &[String]) -> Result<Config> {
         tree_files: TREE_FILES,
         chains: false,
         cdc: false,
+        accel: Vec::new(),
         corpus: PathBuf::from(CORPUS),
         models: false,
         models_dir: None,
@@ -362,6 +378,12 @@ fn parse_args(args: &[String]) -> Result<Config> {
             }
             "--chains" => config.chains = true,
             "--cdc" => config.cdc = true,
+            "--accel" => {
+                config.accel = value("--accel")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<std::result::Result<_, _>>()?
+            }
             "--corpus" => config.corpus = PathBuf::from(value("--corpus")?),
             "--models" => {
                 config.models = true;

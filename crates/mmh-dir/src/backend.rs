@@ -72,6 +72,8 @@ pub struct Backend {
     min_bytes: usize,
     /// Why the CPU does the work asked of a device, if it does.
     cpu_reason: Option<String>,
+    /// The devices in use, for people.
+    description: String,
     /// The first device failure, and how many calls fell back.
     fallbacks: Mutex<(Option<String>, u64)>,
 }
@@ -117,6 +119,7 @@ impl Backend {
             device: None,
             min_bytes: usize::MAX,
             cpu_reason: reason,
+            description: format!("CPU, {} threads", rayon::current_num_threads()),
             fallbacks: Mutex::new((None, 0)),
         }
     }
@@ -142,6 +145,12 @@ impl Backend {
         };
         Ok(match opened {
             Ok(accelerator) => Ok(Backend {
+                description: accelerator
+                    .device_infos()
+                    .iter()
+                    .map(|d| format!("{} ({})", d.name, d.platform))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 device: Some(Box::new(accelerator)),
                 min_bytes: if auto { AUTO_MIN_BYTES } else { 0 },
                 cpu_reason: None,
@@ -164,6 +173,11 @@ impl Backend {
     /// Why the CPU does the work that a device was asked for, if it does.
     pub fn cpu_reason(&self) -> Option<&str> {
         self.cpu_reason.as_deref()
+    }
+
+    /// The devices that do the work, for people: names and platforms.
+    pub fn describe(&self) -> String {
+        self.description.clone()
     }
 
     /// How many calls fell back to the CPU after the device failed them, and the first

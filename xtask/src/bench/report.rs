@@ -129,6 +129,8 @@ pub struct Results {
     pub cdc: Vec<CdcResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<ModelsResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accel: Vec<super::accel::AccelResult>,
 }
 
 impl Results {
@@ -138,7 +140,12 @@ impl Results {
         let tree = self.tree.as_ref().and_then(TreeResult::failure);
         let chains = self.chains.iter().flat_map(ChainsResult::failures);
         let models = self.models.iter().flat_map(ModelsResult::failures);
-        tree.into_iter().chain(chains).chain(models).collect()
+        let accel = super::accel::failures(&self.accel);
+        tree.into_iter()
+            .chain(chains)
+            .chain(models)
+            .chain(accel)
+            .collect()
     }
 }
 
@@ -382,6 +389,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(models) = &r.models {
         s.push_str(&models.markdown());
+    }
+    if !r.accel.is_empty() {
+        s.push_str(&super::accel::markdown(&r.accel));
     }
     s
 }

@@ -1,0 +1,357 @@
+//! `--accel cpu,opencl[,cuda]`: every backend on the same inputs, one table: MB/s of each
+//! `Accelerator` operation and of folding and unfolding a model file end to end, whether
+//! the output is the CPU's bytes, and the stage that bounds each row.
+//!
+//! Inputs (seeded, the same for every backend): 64 MiB of random bytes, hashed in 64 KiB
+//! chunks and cut into content-defined chunks; 64 MiB of bf16 weight-like values
+//! (`mmh_codecs::parity::weights`), coded and decoded in 4 MiB frames as the pipeline
+//! hands them over; and a safetensors file of those weights, folded and unfolded through
+//! `mmh_dir` with the backend, from and to memory. One untimed warm-up call, then the
+//! best of [`RUNS`], one thread of calls (the CPU backend's digests use every core).
+//!
+//! The bound column names the slowest of the stages a row goes through: "read" (the
+//! file from the page cache, end-to-end rows only) or the operation itself, which for a
+//! device backend is its copies and its kernels together: the OpenCL calls here are
+//! synchronous, so they are not timed apart.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use mmh_benches::Rng;
+use mmh_codecs::{Accelerator, CdcParams, CpuAccelerator, FloatKind};
+use mmh_dir::{AccelChoice, Backend, EntryMeta, FoldOptions, Quiet};
+use serde::Serialize;
+
+use super::{Config, SEED};
+
+/// Bytes of each input.
+const BYTES: usize = 64 << 20;
+/// Bytes per digest chunk, the default average chunk.
+const CHUNK: usize = 64 << 10;
+/// Bytes per tensor call: the default frame.
+const FRAME: usize = 4 << 20;
+/// Timed runs per measure.
+const RUNS: usize = 3;
+
+/// One backend's row group.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccelResult {
+    pub backend: String,
+    /// The devices it ran on, or why it could not run.
+    pub devices: String,
+    pub available: bool,
+    pub rows: Vec<AccelRow>,
+}
+
+/// One operation on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccelRow {
+    pub operation: String,
+    /// 10^6 input bytes per second, from the fastest run.
+    pub mb_s: f64,
+    pub runs_s: Vec<f64>,
+    /// Whether the output was byte for byte the CPU backend's.
+    pub same_as_cpu: bool,
+    pub bound: String,
+}
+
+/// What every backend is given and what the CPU made of it.
+struct Inputs {
+    random: Vec<u8>,
+    weights: Vec<u8>,
+    model: Vec<u8>,
+}
+
+pub fn measure(config: &Config) -> Result<Vec<AccelResult>> {
+    let mut rng = Rng::new(SEED);
+    let mut random = vec![0u8; BYTES];
+    for word in random.chunks_exact_mut(8) {
+        word.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    let weights = mmh_codecs::parity::weights(FloatKind::Bf16, BYTES / 2, SEED);
+    let model = safetensors_of(&weights);
+    let inputs = Inputs {
+        random,
+        weights,
+        model,
+    };
+    let reference = outputs(&CpuAccelerator, &inputs)?;
+    let read_mb_s = read_speed(&inputs.model)?;
+    let mut results = Vec::new();
+    for &choice in &config.accel {
+        let backend = Backend::open(choice, None)?;
+        let available = choice == AccelChoice::Cpu || backend.cpu_reason().is_none();
+        eprintln!("bench: accel: {choice} ({})", backend.describe());
+        let mut result = AccelResult {
+            backend: choice.to_string(),
+            devices: backend
+                .cpu_reason()
+                .map_or_else(|| backend.describe(), str::to_owned),
+            available,
+            rows: Vec::new(),
+        };
+        if available {
+            result.rows = rows(Arc::new(backend), &inputs, &reference, read_mb_s)?;
+        }
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// A safetensors file holding `weights` as one BF16 tensor.
+fn safetensors_of(weights: &[u8]) -> Vec<u8> {
+    let header = format!(
+        r#"{{"w":{{"dtype":"BF16","shape":[{}],"data_offsets":[0,{}]}}}}"#,
+        weights.len() / 2,
+        weights.len()
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(weights);
+    file
+}
+
+/// Every operation's output, to compare with the CPU's.
+#[derive(PartialEq)]
+struct Outputs {
+    digests: Vec<[u8; 32]>,
+    boundaries: Vec<usize>,
+    frames: Vec<Vec<u8>>,
+}
+
+fn outputs(backend: &dyn Accelerator, inputs: &Inputs) -> Result<Outputs> {
+    let chunks: Vec<&[u8]> = inputs.random.chunks(CHUNK).collect();
+    let frames = inputs
+        .weights
+        .chunks(FRAME)
+        .map(|frame| {
+            let mut out = Vec::new();
+            backend.encode_tensor(frame, FloatKind::Bf16, &mut out)?;
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Outputs {
+        digests: backend.digest_batch(&chunks)?,
+        boundaries: backend.find_chunk_boundaries(&inputs.random, &CdcParams::default())?,
+        frames,
+    })
+}
+
+/// MB/s of copying the model file out of the page cache into memory, the read stage of
+/// the end-to-end rows.
+fn read_speed(model: &[u8]) -> Result<f64> {
+    let path = super::target_dir().join("bench/accel-model.safetensors");
+    std::fs::write(&path, model).with_context(|| format!("cannot write {}", path.display()))?;
+    let best = best_of(|| {
+        std::hint::black_box(std::fs::read(&path)?);
+        Ok(())
+    })?;
+    std::fs::remove_file(&path).ok();
+    Ok(model.len() as f64 / 1e6 / best)
+}
+
+/// The fastest of [`RUNS`] timed calls after one warm-up, in seconds, with every run.
+fn timed(mut call: impl FnMut() -> Result<()>) -> Result<(f64, Vec<f64>)> {
+    call()?;
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        call()?;
+        runs.push(start.elapsed().as_secs_f64());
+    }
+    Ok((runs.iter().copied().fold(f64::INFINITY, f64::min), runs))
+}
+
+fn best_of(call: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(timed(call)?.0)
+}
+
+fn rows(
+    backend: Arc<Backend>,
+    inputs: &Inputs,
+    reference: &Outputs,
+    read_mb_s: f64,
+) -> Result<Vec<AccelRow>> {
+    let same = outputs(backend.as_ref(), inputs)? == *reference;
+    let row = |operation: &str,
+               bytes: usize,
+               same_as_cpu: bool,
+               call: &mut dyn FnMut() -> Result<()>|
+     -> Result<AccelRow> {
+        let (best, runs_s) = timed(call)?;
+        Ok(AccelRow {
+            operation: operation.to_owned(),
+            mb_s: bytes as f64 / 1e6 / best,
+            runs_s,
+            same_as_cpu,
+            bound: "operation".to_owned(),
+        })
+    };
+    let chunks: Vec<&[u8]> = inputs.random.chunks(CHUNK).collect();
+    let mut stored = Vec::new();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut back = Vec::new();
+    let mut rows = vec![
+        row("SHA-256, 64 KiB chunks", BYTES, same, &mut || {
+            backend.digest_batch(&chunks)?;
+            Ok(())
+        })?,
+        row("CDC boundaries", BYTES, same, &mut || {
+            backend.find_chunk_boundaries(&inputs.random, &CdcParams::default())?;
+            Ok(())
+        })?,
+        row(
+            "tensor encode, bf16, 4 MiB frames",
+            BYTES,
+            same,
+            &mut || {
+                frames.clear();
+                for frame in inputs.weights.chunks(FRAME) {
+                    let mut out = Vec::new();
+                    backend.encode_tensor(frame, FloatKind::Bf16, &mut out)?;
+                    frames.push(out);
+                }
+                Ok(())
+            },
+        )?,
+    ];
+    let mut decoded_ok = true;
+    rows.push(row(
+        "tensor decode, bf16, 4 MiB frames",
+        BYTES,
+        true,
+        &mut || {
+            for (coded, frame) in frames.iter().zip(inputs.weights.chunks(FRAME)) {
+                backend.decode_tensor(coded, frame.len(), FloatKind::Bf16, &mut back)?;
+                decoded_ok &= back == frame;
+            }
+            Ok(())
+        },
+    )?);
+    rows.last_mut().expect("a row").same_as_cpu = decoded_ok;
+
+    let options = FoldOptions {
+        accelerator: backend.clone(),
+        ..FoldOptions::default()
+    };
+    let mut cpu_archive = Vec::new();
+    mmh_dir::fold_stream(
+        &inputs.model[..],
+        meta(),
+        &mut cpu_archive,
+        &FoldOptions::default(),
+        &Quiet,
+    )?;
+    let mut fold = row(
+        "fold a bf16 safetensors file",
+        inputs.model.len(),
+        true,
+        &mut || {
+            stored.clear();
+            mmh_dir::fold_stream(&inputs.model[..], meta(), &mut stored, &options, &Quiet)?;
+            Ok(())
+        },
+    )?;
+    fold.same_as_cpu = stored == cpu_archive;
+    rows.push(fold);
+    let chain = mmh_dir::Chain::standalone(mmh_format::Archive::open(stored.clone())?)?
+        .with_accelerator(backend.clone());
+    let mut unfolded = Vec::new();
+    let mut unfold = row(
+        "unfold it (verified)",
+        inputs.model.len(),
+        true,
+        &mut || {
+            unfolded.clear();
+            let entry = mmh_dir::single_file(chain.index())?;
+            mmh_dir::unfold_entry(&chain, entry, &mut unfolded, &Quiet)?;
+            Ok(())
+        },
+    )?;
+    unfold.same_as_cpu = unfolded == inputs.model;
+    rows.push(unfold);
+    for row in rows.iter_mut().skip(4) {
+        if read_mb_s < row.mb_s {
+            row.bound = format!("read ({read_mb_s:.0} MB/s)");
+        }
+    }
+    let (fallbacks, first) = backend.fallbacks();
+    ensure!(
+        fallbacks == 0,
+        "{fallbacks} calls fell back to the CPU; the first: {}",
+        first.unwrap_or_default()
+    );
+    Ok(rows)
+}
+
+fn meta() -> EntryMeta {
+    EntryMeta {
+        name: "model.safetensors".into(),
+        mode: 0o644,
+        mtime: Default::default(),
+    }
+}
+
+/// The markdown section.
+pub fn markdown(results: &[AccelResult]) -> String {
+    let mut s = String::new();
+    s.push_str("### Backends side by side (`--accel`)\n\n");
+    let _ = writeln!(
+        s,
+        "The same seeded inputs for every backend: 64 MiB of random bytes (SHA-256 in 64 KiB \
+         chunks, CDC with the default parameters), 64 MiB of bf16 weight-like values (the \
+         tensor codec in 4 MiB frames), and a safetensors file of them folded and unfolded \
+         through `mmh_dir`. MB/s = 10^6 input bytes per second, best of {RUNS} after a warm-up. \
+         \"same as CPU\": the output is the CPU backend's bytes (for decode and unfold: the input \
+         back).\n"
+    );
+    s.push_str("| backend | operation | MB/s | same as CPU | bound |\n");
+    s.push_str("|---|---|---:|---|---|\n");
+    for result in results {
+        if !result.available {
+            let _ = writeln!(
+                s,
+                "| {} | unavailable: {} | | | |",
+                result.backend, result.devices
+            );
+            continue;
+        }
+        for row in &result.rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {} |",
+                result.backend,
+                row.operation,
+                row.mb_s,
+                if row.same_as_cpu { "yes" } else { "**no**" },
+                row.bound
+            );
+        }
+    }
+    s.push('\n');
+    for result in results.iter().filter(|r| r.available) {
+        let _ = writeln!(s, "- {}: {}", result.backend, result.devices);
+    }
+    s.push('\n');
+    s
+}
+
+/// Rows whose output was not the CPU's: the bench fails on them.
+pub fn failures(results: &[AccelResult]) -> Vec<String> {
+    results
+        .iter()
+        .flat_map(|r| {
+            r.rows
+                .iter()
+                .filter(|row| !row.same_as_cpu)
+                .map(move |row| {
+                    format!(
+                        "--accel {}: {} differs from the CPU",
+                        r.backend, row.operation
+                    )
+                })
+        })
+        .collect()
+}
