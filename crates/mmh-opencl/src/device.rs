@@ -162,12 +162,19 @@ impl Gpu {
         Ok(())
     }
 
-    /// Copies the start of `buffer` into `out`, after every command queued before.
-    pub(crate) fn read<T>(&self, buffer: &Buffer<T>, out: &mut [T]) -> Result<(), Error> {
+    /// Copies `buffer` from value `offset` on into `out`, after every command queued
+    /// before.
+    pub(crate) fn read<T>(
+        &self,
+        buffer: &Buffer<T>,
+        offset: usize,
+        out: &mut [T],
+    ) -> Result<(), Error> {
+        let bytes = offset * size_of::<T>();
         // SAFETY: invariant 1: a blocking read of `out.len()` values into `out`.
         unsafe {
             self.queue
-                .enqueue_read_buffer(buffer, CL_BLOCKING, 0, out, &[])
+                .enqueue_read_buffer(buffer, CL_BLOCKING, bytes, out, &[])
         }
         .map_err(self.failed("clEnqueueReadBuffer"))?;
         Ok(())

@@ -46,7 +46,7 @@ fn digest_batch_within(
     let target = cap.min(total.div_ceil(gpus.len()));
     let jobs = jobs(chunks, target);
     let next = AtomicUsize::new(0);
-    let done: Vec<Result<Vec<(usize, Vec<Digest>)>, Error>> = std::thread::scope(|scope| {
+    let done: Vec<_> = std::thread::scope(|scope| {
         let workers: Vec<_> = gpus
             .iter()
             .map(|gpu| {
@@ -216,7 +216,7 @@ fn launch(gpu: &Gpu, data: &[u8], pieces: &[Piece], states: &mut [u32]) -> Resul
             None,
         )?;
     }
-    gpu.read(&state_buffer, states)
+    gpu.read(&state_buffer, 0, states)
 }
 
 #[cfg(test)]
