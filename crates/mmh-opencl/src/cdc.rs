@@ -341,6 +341,42 @@ mod tests {
         }
     }
 
+    /// fastcdc tests positions in pairs, so a chunk of odd length never cuts before its
+    /// last byte. Data cut one byte after a cut point at an even distance from its
+    /// chunk's start puts a passing hash exactly there.
+    #[test]
+    fn odd_tails_never_cut_before_their_last_byte() {
+        let data = bytes(200_000, 9);
+        for p in [params(64, 256, 1024), params(512, 2048, 8192)] {
+            let cuts = CpuAccelerator.find_chunk_boundaries(&data, &p).expect("cpu");
+            let mut tested = [0, 0];
+            for pair in cuts.windows(2) {
+                let (start, cut) = (pair[0], pair[1]);
+                let region = usize::from(cut - start >= p.avg_size as usize);
+                if (cut - start) % 2 == 0 && cut < data.len() && tested[region] < 8 {
+                    tested[region] += 1;
+                    check(&data[..cut + 1], &p, TILE);
+                }
+            }
+            assert_eq!(tested, [8, 8], "{p:?}: not enough cases in the data");
+        }
+    }
+
+    /// When `avg` is less than 63 bytes above `min`, the relaxed mask takes over while
+    /// the chunk's hash has not yet seen 64 bytes.
+    #[test]
+    fn relaxed_mask_before_the_hash_is_warm() {
+        let data = bytes(300_000, 10);
+        for p in [
+            params(240, 256, 1024),
+            params(254, 256, 1024),
+            params(230, 256, 2048),
+            params(4090, 4096, 8192),
+        ] {
+            check(&data, &p, TILE);
+        }
+    }
+
     #[test]
     fn default_params_across_windows() {
         let data = bytes(3 << 20, 8);
@@ -383,7 +419,8 @@ mod tests {
     /// Even sizes within fastcdc's limits, `min < avg < max`, kept small so that chunks
     /// are many on short data.
     fn valid_params() -> impl Strategy<Value = CdcParams> {
-        (32u32..2048, 1u32..4096, 1u32..8192).prop_map(|(min, more, most)| {
+        let gap = prop_oneof![1u32..32, 1u32..4096];
+        (32u32..2048, gap, 1u32..8192).prop_map(|(min, more, most)| {
             let min = 2 * min;
             let avg = (min + 2 * more).max(256);
             let max = (avg + 2 * most).max(1024);
