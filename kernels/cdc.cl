@@ -19,13 +19,13 @@
 #define TILE (GROUP * 64)
 #define PADDED(i) ((i) + ((i) / 64) * 4)
 
-// window: 64 bytes of history, then `len` bytes whose positions are tested; it is
-// allocated up to a whole number of tiles, and positions from `len` on are never marked.
-// bits: `words` strict-mask words, then `words` relaxed-mask words; bit k of word w is
-// position 64 w + k of the window.
+// window: 64 bytes of history, then the bytes whose positions are tested, up to a whole
+// number of tiles; the host ignores the bits of positions past the data it wrote.
+// bits: `words` strict-mask words, then `words` relaxed-mask words, one of each per
+// work-item; bit k of word w is position 64 w + k of the window.
 __kernel __attribute__((reqd_work_group_size(GROUP, 1, 1))) void
-gear_candidates(__global const uchar *window, ulong len, __global const ulong *gear,
-                ulong mask_s, ulong mask_l, __global ulong *bits, ulong words) {
+gear_candidates(__global const uchar *window, __global const ulong *gear, ulong mask_s,
+                ulong mask_l, __global ulong *bits, ulong words) {
     __local uchar tile[PADDED(64 + TILE)];
     __local ulong table[256];
     uint t = get_local_id(0);
@@ -49,12 +49,7 @@ gear_candidates(__global const uchar *window, ulong len, __global const ulong *g
         strict |= (ulong)((hash & mask_s) == 0) << k;
         relaxed |= (ulong)((hash & mask_l) == 0) << k;
     }
-    ulong position = first + 64 * t;
-    if (position < len) {
-        ulong valid = len - position;
-        ulong keep = valid >= 64 ? ~0UL : (1UL << valid) - 1;
-        ulong word = get_global_id(0);
-        bits[word] = strict & keep;
-        bits[words + word] = relaxed & keep;
-    }
+    ulong word = get_global_id(0);
+    bits[word] = strict;
+    bits[words + word] = relaxed;
 }

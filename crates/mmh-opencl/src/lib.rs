@@ -103,6 +103,21 @@ pub(crate) fn test_accelerator() -> Option<&'static OpenClAccelerator> {
         .as_ref()
 }
 
+/// The accelerators every test runs on: every device here, and the first device opened
+/// twice, so that the paths that spread work over devices run on a one-device machine.
+/// Empty when [`test_accelerator`] skips.
+#[cfg(test)]
+pub(crate) fn test_accelerators() -> Vec<&'static OpenClAccelerator> {
+    static TWICE: std::sync::OnceLock<OpenClAccelerator> = std::sync::OnceLock::new();
+    let Some(all) = test_accelerator() else {
+        return Vec::new();
+    };
+    let twice = TWICE.get_or_init(|| {
+        OpenClAccelerator::new(Some(&[0, 0])).expect("the first device, opened twice")
+    });
+    vec![all, twice]
+}
+
 impl Accelerator for OpenClAccelerator {
     fn name(&self) -> &'static str {
         "opencl"

@@ -225,7 +225,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::test_accelerator;
+    use crate::test_accelerators;
 
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -240,19 +240,19 @@ mod tests {
     }
 
     fn check(chunks: &[&[u8]], cap: usize) {
-        let Some(acc) = test_accelerator() else {
-            return;
-        };
         let expected = CpuAccelerator.digest_batch(chunks).expect("cpu digests");
-        let actual = digest_batch_within(&acc.gpus, chunks, cap).expect("opencl digests");
-        assert_eq!(actual.len(), expected.len());
-        for (index, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
-            assert_eq!(
-                actual,
-                expected,
-                "chunk {index} of {} bytes",
-                chunks[index].len()
-            );
+        for acc in test_accelerators() {
+            let actual = digest_batch_within(&acc.gpus, chunks, cap).expect("opencl digests");
+            assert_eq!(actual.len(), expected.len());
+            for (index, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    actual,
+                    expected,
+                    "chunk {index} of {} bytes on {} devices",
+                    chunks[index].len(),
+                    acc.gpus.len()
+                );
+            }
         }
     }
 
