@@ -1,10 +1,28 @@
-//! Finding OpenCL devices and building the kernels on each.
+//! Finding OpenCL devices, building the kernels on each, and the few calls the operations
+//! make: buffers in and out, and kernel launches.
+//!
+//! The unsafe code of the crate's host side is here. Its invariants, which every
+//! `// SAFETY:` comment cites by number:
+//!
+//! 1. A host pointer handed to OpenCL points to as many initialised values as the call
+//!    reads or writes, and is only used during a blocking call (or copied by
+//!    `CL_MEM_COPY_HOST_PTR` before `clCreateBuffer` returns).
+//! 2. A kernel's arguments match its parameters in number, order and type, and every
+//!    buffer is large enough for every index the kernel reaches with the sizes passed;
+//!    [`Gpu::run`]'s callers check this against the `.cl` file.
+
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device};
+use opencl3::kernel::Kernel;
+use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, ClMem, cl_mem_flags};
 use opencl3::platform::get_platforms;
 use opencl3::program::Program;
+use opencl3::types::{CL_BLOCKING, cl_mem};
 
 use crate::Error;
 
@@ -112,6 +130,105 @@ impl Gpu {
         &self.programs[index]
     }
 
+    /// A read-only device buffer holding a copy of `data`, which must not be empty
+    /// (OpenCL has no empty buffers).
+    pub(crate) fn upload<T>(&self, data: &[T]) -> Result<Buffer<T>, Error> {
+        let flags = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+        let host = data.as_ptr().cast_mut().cast::<c_void>();
+        // SAFETY: invariant 1: `host` points to `data.len()` values, copied before the
+        // call returns; OpenCL never writes through it.
+        unsafe { Buffer::create(&self.context, flags, data.len(), host) }
+            .map_err(self.failed("clCreateBuffer"))
+    }
+
+    /// An uninitialised device buffer of `count` (not zero) values.
+    pub(crate) fn buffer<T>(&self, flags: cl_mem_flags, count: usize) -> Result<Buffer<T>, Error> {
+        // SAFETY: invariant 1 holds trivially: no host pointer.
+        unsafe { Buffer::create(&self.context, flags, count, ptr::null_mut()) }
+            .map_err(self.failed("clCreateBuffer"))
+    }
+
+    /// Copies `data` into `buffer` from value `offset` on, waiting until it is done.
+    pub(crate) fn write<T>(
+        &self,
+        buffer: &mut Buffer<T>,
+        offset: usize,
+        data: &[T],
+    ) -> Result<(), Error> {
+        let bytes = offset * size_of::<T>();
+        // SAFETY: invariant 1: a blocking write of `data.len()` values from `data`.
+        unsafe {
+            self.queue
+                .enqueue_write_buffer(buffer, CL_BLOCKING, bytes, data, &[])
+        }
+        .map_err(self.failed("clEnqueueWriteBuffer"))?;
+        Ok(())
+    }
+
+    /// Copies `buffer` from value `offset` on into `out`, after every command queued
+    /// before.
+    pub(crate) fn read<T>(
+        &self,
+        buffer: &Buffer<T>,
+        offset: usize,
+        out: &mut [T],
+    ) -> Result<(), Error> {
+        let bytes = offset * size_of::<T>();
+        // SAFETY: invariant 1: a blocking read of `out.len()` values into `out`.
+        unsafe {
+            self.queue
+                .enqueue_read_buffer(buffer, CL_BLOCKING, bytes, out, &[])
+        }
+        .map_err(self.failed("clEnqueueReadBuffer"))?;
+        Ok(())
+    }
+
+    /// Queues the kernel `name` of the kernel file `file` over `global` work-items in one
+    /// dimension, in work-groups of `local` or of the driver's choice.
+    ///
+    /// # Safety
+    ///
+    /// Invariant 2: `args` match the kernel's parameters and the kernel stays inside
+    /// every buffer for `global`.
+    pub(crate) unsafe fn run(
+        &self,
+        file: &str,
+        name: &str,
+        args: &[Arg],
+        global: usize,
+        local: Option<usize>,
+    ) -> Result<(), Error> {
+        let kernel =
+            Kernel::create(self.program(file), name).map_err(self.failed("clCreateKernel"))?;
+        for (index, arg) in (0..).zip(args) {
+            // SAFETY: invariant 2, which the caller promises; each value lives across
+            // the call, which copies it.
+            unsafe {
+                match arg {
+                    Arg::Mem(mem) => kernel.set_arg(index, mem),
+                    Arg::U32(value) => kernel.set_arg(index, value),
+                    Arg::U64(value) => kernel.set_arg(index, value),
+                }
+            }
+            .map_err(self.failed("clSetKernelArg"))?;
+        }
+        let local_size = local.as_ref().map_or(ptr::null(), ptr::from_ref);
+        // SAFETY: invariant 2, which the caller promises; the size pointers point to one
+        // value each for the one dimension, and live across the call.
+        unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                kernel.get(),
+                1,
+                ptr::null(),
+                &global,
+                local_size,
+                &[],
+            )
+        }
+        .map_err(self.failed("clEnqueueNDRangeKernel"))?;
+        Ok(())
+    }
+
     /// Wraps an OpenCL error code with the call and this device's name.
     pub(crate) fn failed(
         &self,
@@ -124,4 +241,26 @@ impl Gpu {
             code,
         }
     }
+}
+
+/// A kernel argument for [`Gpu::run`].
+pub(crate) enum Arg {
+    /// A buffer, from [`ClMem::get`].
+    Mem(cl_mem),
+    /// A `uint`.
+    U32(u32),
+    /// A `ulong`.
+    U64(u64),
+}
+
+impl<T> From<&Buffer<T>> for Arg {
+    fn from(buffer: &Buffer<T>) -> Self {
+        Arg::Mem(buffer.get())
+    }
+}
+
+/// Locks a device. A panic while another thread held it leaves nothing half-done that a
+/// later batch relies on: every operation makes its own buffers and waits for its queue.
+pub(crate) fn lock(gpu: &Mutex<Gpu>) -> MutexGuard<'_, Gpu> {
+    gpu.lock().unwrap_or_else(PoisonError::into_inner)
 }

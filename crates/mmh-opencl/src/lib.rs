@@ -81,6 +81,43 @@ impl OpenClAccelerator {
     }
 }
 
+/// The accelerator on every device here, shared by all tests, or `None` with the reason
+/// printed when this machine has no OpenCL platform or device. With `MMH_REQUIRE_OPENCL=1`
+/// (CI, where PoCL is installed) that is a failure instead; any other error always is.
+#[cfg(test)]
+pub(crate) fn test_accelerator() -> Option<&'static OpenClAccelerator> {
+    static SHARED: std::sync::OnceLock<Option<OpenClAccelerator>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| match OpenClAccelerator::new(None) {
+            Ok(accelerator) => Some(accelerator),
+            Err(error @ (Error::NoPlatform(_) | Error::NoDevice(_)))
+                if std::env::var("MMH_REQUIRE_OPENCL").as_deref() != Ok("1") =>
+            {
+                eprintln!(
+                    "skipped, no OpenCL here: {error} (MMH_REQUIRE_OPENCL=1 makes this fail)"
+                );
+                None
+            }
+            Err(error) => panic!("OpenClAccelerator::new: {error}"),
+        })
+        .as_ref()
+}
+
+/// The accelerators every test runs on: every device here, and the first device opened
+/// twice, so that the paths that spread work over devices run on a one-device machine.
+/// Empty when [`test_accelerator`] skips.
+#[cfg(test)]
+pub(crate) fn test_accelerators() -> Vec<&'static OpenClAccelerator> {
+    static TWICE: std::sync::OnceLock<OpenClAccelerator> = std::sync::OnceLock::new();
+    let Some(all) = test_accelerator() else {
+        return Vec::new();
+    };
+    let twice = TWICE.get_or_init(|| {
+        OpenClAccelerator::new(Some(&[0, 0])).expect("the first device, opened twice")
+    });
+    vec![all, twice]
+}
+
 impl Accelerator for OpenClAccelerator {
     fn name(&self) -> &'static str {
         "opencl"

@@ -1,11 +1,336 @@
-//! SHA-256 of chunk batches on the device.
+//! SHA-256 of chunk batches on the device (`kernels/sha256.cl`).
+//!
+//! The batch is cut into jobs, runs of consecutive chunks, which the devices take in turn,
+//! one host thread per device, so a faster device simply takes more jobs. A job goes up
+//! in uploads of at most the device's limit; a chunk larger than that goes up in pieces,
+//! each continuing from the state the previous one left, so no batch fails for its size.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mmh_codecs::Digest;
+use opencl3::memory::CL_MEM_READ_WRITE;
 
+use crate::device::{Arg, DeviceInfo, lock};
 use crate::{Error, Gpu};
 
+/// The largest upload: big enough that a launch costs little next to its transfer, small
+/// enough that a device with less memory to spare than this is not the common case.
+const MAX_UPLOAD: usize = 64 << 20;
+
+/// SHA-256's initial state (FIPS 180-4 §5.3.3).
+const INITIAL: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// `total` of a piece that does not end its chunk (see the kernel).
+const NOT_FINAL: u64 = u64::MAX;
+
 pub(crate) fn digest_batch(gpus: &[Mutex<Gpu>], chunks: &[&[u8]]) -> Result<Vec<Digest>, Error> {
-    unimplemented!("{} devices, {} chunks", gpus.len(), chunks.len())
+    digest_batch_within(gpus, chunks, MAX_UPLOAD)
+}
+
+/// [`digest_batch`] with uploads of at most `cap` bytes (a multiple of 64), which tests
+/// make small to split batches and chunks.
+fn digest_batch_within(
+    gpus: &[Mutex<Gpu>],
+    chunks: &[&[u8]],
+    cap: usize,
+) -> Result<Vec<Digest>, Error> {
+    if chunks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total: usize = chunks.iter().map(|chunk| reserved(chunk.len())).sum();
+    // Every device gets work even when the batch is small, but no job is larger than
+    // one upload, which would leave a device idle at the end of a large batch.
+    let target = cap.min(total.div_ceil(gpus.len()));
+    let jobs = jobs(chunks, target);
+    let next = AtomicUsize::new(0);
+    let done: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = gpus
+            .iter()
+            .map(|gpu| {
+                let (jobs, next) = (&jobs, &next);
+                scope.spawn(move || {
+                    let gpu = lock(gpu);
+                    let limit = upload_limit(&gpu.info).min(cap);
+                    let mut finished = Vec::new();
+                    loop {
+                        let job = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(range) = jobs.get(job) else {
+                            return Ok(finished);
+                        };
+                        match run_job(&gpu, &chunks[range.clone()], limit) {
+                            Ok(digests) => finished.push((job, digests)),
+                            Err(error) => {
+                                // The other devices stop after their current job.
+                                next.store(jobs.len(), Ordering::Relaxed);
+                                return Err(error);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut by_job = vec![Vec::new(); jobs.len()];
+    for finished in done {
+        for (job, digests) in finished? {
+            by_job[job] = digests;
+        }
+    }
+    Ok(by_job.concat())
+}
+
+/// Bytes of an upload a chunk of `len` bytes takes: whole blocks, and one for an empty
+/// chunk so that the number of pieces in an upload stays bounded by its size.
+fn reserved(len: usize) -> usize {
+    len.div_ceil(64).max(1) * 64
+}
+
+/// The largest upload for a device: a quarter of its memory leaves room for other users
+/// of the device, and its largest buffer bounds the data buffer.
+fn upload_limit(info: &DeviceInfo) -> usize {
+    let room = (info.memory / 4).min(info.max_buffer);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    // The kernel takes a piece's length as a uint.
+    let limit = room.min(MAX_UPLOAD).min(u32::MAX as usize);
+    (limit / 64 * 64).max(64)
+}
+
+/// Consecutive chunk ranges of at most `target` reserved bytes each, or one chunk.
+fn jobs(chunks: &[&[u8]], target: usize) -> Vec<std::ops::Range<usize>> {
+    let mut jobs = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (index, chunk) in chunks.iter().enumerate() {
+        let len = reserved(chunk.len());
+        if size > 0 && size + len > target {
+            jobs.push(start..index);
+            (start, size) = (index, 0);
+        }
+        size += len;
+    }
+    jobs.push(start..chunks.len());
+    jobs
+}
+
+/// One piece of an upload: its place in the data buffer and its state to continue from.
+struct Piece {
+    offset: u64,
+    len: u32,
+    total: u64,
+}
+
+/// The digests of `chunks`, in uploads of at most `limit` bytes on one device.
+fn run_job(gpu: &Gpu, chunks: &[&[u8]], limit: usize) -> Result<Vec<Digest>, Error> {
+    let mut digests = Vec::with_capacity(chunks.len());
+    let mut data = Vec::new();
+    let mut pieces = Vec::new();
+    let mut states = Vec::new();
+    // The chunk being uploaded, how much of it is done, and the state after that.
+    let (mut next, mut done, mut carried) = (0, 0, INITIAL);
+    while next < chunks.len() {
+        data.clear();
+        pieces.clear();
+        states.clear();
+        while let Some(chunk) = chunks.get(next) {
+            let rest = &chunk[done..];
+            let room = limit - data.len();
+            let (take, total) = if reserved(rest.len()) <= room {
+                (rest.len(), chunk.len() as u64)
+            } else if room > 0 {
+                // Room is a whole number of blocks, and the rest is larger.
+                (room, NOT_FINAL)
+            } else {
+                break;
+            };
+            pieces.push(Piece {
+                offset: data.len() as u64,
+                len: take as u32,
+                total,
+            });
+            states.extend_from_slice(&carried);
+            data.extend_from_slice(&rest[..take]);
+            data.resize(data.len() + reserved(take) - take, 0);
+            if total == NOT_FINAL {
+                done += take;
+                break;
+            }
+            (next, done) = (next + 1, 0);
+        }
+        launch(gpu, &data, &pieces, &mut states)?;
+        for (piece, state) in pieces.iter().zip(states.chunks_exact(8)) {
+            let state: [u32; 8] = state.try_into().expect("8 words per piece");
+            if piece.total == NOT_FINAL {
+                carried = state;
+            } else {
+                carried = INITIAL;
+                let mut digest = [0; 32];
+                for (bytes, word) in digest.chunks_exact_mut(4).zip(state) {
+                    bytes.copy_from_slice(&word.to_be_bytes());
+                }
+                digests.push(digest);
+            }
+        }
+    }
+    Ok(digests)
+}
+
+/// Runs `sha256_pieces` over one upload, replacing each piece's state in `states`.
+fn launch(gpu: &Gpu, data: &[u8], pieces: &[Piece], states: &mut [u32]) -> Result<(), Error> {
+    let offsets: Vec<u64> = pieces.iter().map(|piece| piece.offset).collect();
+    let lens: Vec<u32> = pieces.iter().map(|piece| piece.len).collect();
+    let totals: Vec<u64> = pieces.iter().map(|piece| piece.total).collect();
+    // An upload of only empty chunks still reserves a block each, so `data` is not empty.
+    let data_buffer = gpu.upload(data)?;
+    let offset_buffer = gpu.upload(&offsets)?;
+    let len_buffer = gpu.upload(&lens)?;
+    let total_buffer = gpu.upload(&totals)?;
+    let mut state_buffer = gpu.buffer::<u32>(CL_MEM_READ_WRITE, states.len())?;
+    gpu.write(&mut state_buffer, 0, states)?;
+    let args = [
+        Arg::from(&data_buffer),
+        Arg::from(&offset_buffer),
+        Arg::from(&len_buffer),
+        Arg::from(&total_buffer),
+        Arg::from(&state_buffer),
+        Arg::U32(pieces.len() as u32),
+    ];
+    // SAFETY: invariant 2: the arguments are sha256_pieces' six, in order; work-items
+    // past `n` return at once; each piece reads `data` from its offset up to its reserved
+    // whole blocks, all inside `data`, and its eight words of `states`.
+    unsafe {
+        gpu.run(
+            "sha256.cl",
+            "sha256_pieces",
+            &args,
+            pieces.len().next_multiple_of(64),
+            None,
+        )?;
+    }
+    gpu.read(&state_buffer, 0, states)
+}
+
+#[cfg(test)]
+mod tests {
+    use mmh_codecs::{Accelerator, CpuAccelerator};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_accelerators;
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn check(chunks: &[&[u8]], cap: usize) {
+        let expected = CpuAccelerator.digest_batch(chunks).expect("cpu digests");
+        for acc in test_accelerators() {
+            let actual = digest_batch_within(&acc.gpus, chunks, cap).expect("opencl digests");
+            assert_eq!(actual.len(), expected.len());
+            for (index, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    actual,
+                    expected,
+                    "chunk {index} of {} bytes on {} devices",
+                    chunks[index].len(),
+                    acc.gpus.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_length_around_the_padding_boundaries() {
+        let data = bytes(200, 1);
+        let chunks: Vec<&[u8]> = (0..=200).map(|len| &data[..len]).collect();
+        check(&chunks, MAX_UPLOAD);
+    }
+
+    #[test]
+    fn empty_batch_and_empty_chunks() {
+        check(&[], MAX_UPLOAD);
+        check(&[&[]], MAX_UPLOAD);
+        check(&[&[], &[], b"abc", &[]], 64);
+    }
+
+    #[test]
+    fn big_chunks() {
+        let data = bytes(3 << 20, 2);
+        check(&[&data, &data[1..], &data[..1 << 20]], MAX_UPLOAD);
+    }
+
+    #[test]
+    fn batches_split_across_uploads() {
+        let data = bytes(40_000, 3);
+        let chunks: Vec<&[u8]> = (0..300).map(|i| &data[i * 7..i * 7 + i * 11]).collect();
+        check(&chunks, 4096);
+        check(&chunks, 64);
+    }
+
+    #[test]
+    fn chunks_larger_than_an_upload_go_in_pieces() {
+        let data = bytes(10_000, 4);
+        for len in [127, 128, 129, 191, 192, 1000, 9_999] {
+            check(&[&data[..5], &data[..len], &data[..3]], 128);
+        }
+        check(&[&data], 64);
+    }
+
+    #[test]
+    fn the_limit_follows_the_device() {
+        let info = DeviceInfo {
+            platform: String::new(),
+            name: String::new(),
+            version: String::new(),
+            memory: 1000,
+            max_buffer: 1000,
+            compute_units: 1,
+        };
+        assert_eq!(upload_limit(&info), 192);
+        let big = DeviceInfo {
+            memory: 1 << 40,
+            max_buffer: 1 << 38,
+            ..info
+        };
+        assert_eq!(upload_limit(&big), MAX_UPLOAD);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn random_batches(
+            lens in proptest::collection::vec(0usize..3000, 0..40),
+            seed: u64,
+            cap_blocks in 1usize..80,
+        ) {
+            let data = bytes(lens.iter().sum(), seed);
+            let mut rest = &data[..];
+            let chunks: Vec<&[u8]> = lens
+                .iter()
+                .map(|&len| {
+                    let (chunk, tail) = rest.split_at(len);
+                    rest = tail;
+                    chunk
+                })
+                .collect();
+            check(&chunks, cap_blocks * 64);
+        }
+    }
 }
