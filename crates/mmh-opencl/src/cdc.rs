@@ -414,6 +414,7 @@ mod tests {
             memory: 100_000,
             max_buffer: 25_000,
             compute_units: 1,
+            is_gpu: false,
         };
         assert_eq!(window_limit(&info), 16384);
         let big = DeviceInfo {

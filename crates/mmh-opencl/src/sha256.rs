@@ -302,6 +302,7 @@ mod tests {
             memory: 1000,
             max_buffer: 1000,
             compute_units: 1,
+            is_gpu: false,
         };
         assert_eq!(upload_limit(&info), 192);
         let big = DeviceInfo {
