@@ -327,7 +327,7 @@ macro_rules! backend_parity_tests {
                     let kind = $crate::FloatKind::ALL[kind];
                     let raw = $crate::parity::weights(kind, 40_000, seed);
                     let mut stored = Vec::new();
-                    proptest::prop_assert!($crate::CpuAccelerator.encode_tensor(&raw, kind, &mut stored).unwrap());
+                    proptest::prop_assert!($crate::Accelerator::encode_tensor(&$crate::CpuAccelerator, &raw, kind, &mut stored).unwrap());
                     let at = at.index(stored.len());
                     if cut {
                         stored.truncate(at);

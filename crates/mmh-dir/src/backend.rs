@@ -136,12 +136,15 @@ impl Backend {
             mmh_opencl::devices().and_then(|all| {
                 let gpus: Vec<usize> = (0..all.len()).filter(|&n| all[n].is_gpu).collect();
                 match gpus.is_empty() {
-                    true => Err(mmh_opencl::Error::NoDevice(" that is a GPU".into())),
-                    false => mmh_opencl::OpenClAccelerator::new(Some(&gpus)),
+                    true => Err(mmh_opencl::Error::NoDevice {
+                        backend: "opencl",
+                        which: " that is a GPU".into(),
+                    }),
+                    false => mmh_opencl::open(Some(&gpus)),
                 }
             })
         } else {
-            mmh_opencl::OpenClAccelerator::new(devices)
+            mmh_opencl::open(devices)
         };
         Ok(match opened {
             Ok(accelerator) => Ok(Backend {

@@ -1,53 +1,42 @@
-//! Finding OpenCL devices, building the kernels on each, and the few calls the operations
-//! make: buffers in and out, and kernel launches.
+//! Finding OpenCL devices, building the kernels on each, and the calls of
+//! [`mmh_gpu::Device`]: buffers in and out, and kernel launches.
 //!
-//! The unsafe code of the crate's host side is here. Its invariants, which every
-//! `// SAFETY:` comment cites by number:
+//! The unsafe code of the crate is here. Its invariants, which every `// SAFETY:`
+//! comment cites by number:
 //!
 //! 1. A host pointer handed to OpenCL points to as many initialised values as the call
 //!    reads or writes, and is only used during a blocking call (or copied by
 //!    `CL_MEM_COPY_HOST_PTR` before `clCreateBuffer` returns).
 //! 2. A kernel's arguments match its parameters in number, order and type, and every
-//!    buffer is large enough for every index the kernel reaches with the sizes passed;
-//!    [`Gpu::run`]'s callers check this against the `.cl` file.
+//!    buffer is large enough for every index the kernel reaches with the sizes passed:
+//!    what the callers of [`mmh_gpu::Device::run`] promise.
 
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use mmh_gpu::{Access, Arg, DeviceInfo, Error, kernels};
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device};
+use opencl3::error_codes::ClError;
 use opencl3::kernel::Kernel;
-use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, ClMem, cl_mem_flags};
+use opencl3::memory::{
+    Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, CL_MEM_WRITE_ONLY, ClMem,
+};
 use opencl3::platform::get_platforms;
 use opencl3::program::Program;
 use opencl3::types::{CL_BLOCKING, cl_mem};
 
-use crate::Error;
-
-/// What `mmh info --accel` shows of a device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// The platform's name, such as `"Portable Computing Language"`.
-    pub platform: String,
-    /// The device's name.
-    pub name: String,
-    /// The OpenCL version the device reports.
-    pub version: String,
-    /// Global memory, in bytes.
-    pub memory: u64,
-    /// The largest single buffer, in bytes.
-    pub max_buffer: u64,
-    /// Compute units.
-    pub compute_units: u32,
-    /// Whether the device is a GPU (not a CPU, as PoCL's devices are).
-    pub is_gpu: bool,
-}
+const BACKEND: &str = "opencl";
 
 /// Every device of every platform, in platform order.
-pub fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
-    let platforms = get_platforms().map_err(|code| Error::NoPlatform(code.to_string()))?;
+pub(crate) fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
+    let platforms = get_platforms().map_err(|code| Error::NoRuntime {
+        backend: BACKEND,
+        reason: format!(
+            "{code} (no OpenCL ICD loader or platform; install a driver, e.g. Debian's pocl-opencl-icd)"
+        ),
+    })?;
     let mut found = Vec::new();
     for platform in platforms {
         let platform_name = platform.name().unwrap_or_default();
@@ -56,19 +45,15 @@ pub fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
         };
         for id in ids {
             let device = Device::new(id);
-            let call = |code| Error::Call {
-                call: "clGetDeviceInfo",
-                device: format!("{platform_name} device"),
-                code,
-            };
+            let call = failed("clGetDeviceInfo", &format!("{platform_name} device"));
             let info = DeviceInfo {
                 platform: platform_name.clone(),
-                name: device.name().map_err(call)?.trim().to_string(),
-                version: device.version().map_err(call)?,
-                memory: device.global_mem_size().map_err(call)?,
-                max_buffer: device.max_mem_alloc_size().map_err(call)?,
-                compute_units: device.max_compute_units().map_err(call)?,
-                is_gpu: device.dev_type().map_err(call)? & CL_DEVICE_TYPE_GPU != 0,
+                name: device.name().map_err(&call)?.trim().to_string(),
+                version: device.version().map_err(&call)?,
+                memory: device.global_mem_size().map_err(&call)?,
+                max_buffer: device.max_mem_alloc_size().map_err(&call)?,
+                compute_units: device.max_compute_units().map_err(&call)?,
+                is_gpu: device.dev_type().map_err(&call)? & CL_DEVICE_TYPE_GPU != 0,
             };
             found.push((info, device));
         }
@@ -76,36 +61,38 @@ pub fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
     Ok(found)
 }
 
-/// The kernel sources, embedded so that the binary needs no files at run time.
-pub(crate) const KERNELS: [(&str, &str); 3] = [
-    ("sha256.cl", include_str!("../../../kernels/sha256.cl")),
-    ("cdc.cl", include_str!("../../../kernels/cdc.cl")),
-    ("tensor.cl", include_str!("../../../kernels/tensor.cl")),
-];
-
-/// One device, ready to run every kernel: its context, an in-order queue and the built
-/// programs, in [`KERNELS`] order.
-pub(crate) struct Gpu {
-    pub(crate) info: DeviceInfo,
-    pub(crate) context: Context,
-    pub(crate) queue: CommandQueue,
-    pub(crate) programs: Vec<Program>,
+/// Wraps an OpenCL error code with the call and the device's name.
+fn failed(call: &'static str, device: &str) -> impl Fn(ClError) -> Error + use<> {
+    let device = device.to_owned();
+    move |code| Error::Call {
+        backend: BACKEND,
+        call,
+        device: device.clone(),
+        reason: code.to_string(),
+    }
 }
 
-impl Gpu {
-    pub(crate) fn open(info: DeviceInfo, device: &Device) -> Result<Gpu, Error> {
-        let call = |call| {
-            let device = info.name.clone();
-            move |code| Error::Call { call, device, code }
-        };
-        let context = Context::from_device(device).map_err(call("clCreateContext"))?;
+/// One OpenCL device, ready to run every kernel: its context, an in-order queue and the
+/// programs built from [`kernels::SOURCES`], in that order.
+pub struct OpenClDevice {
+    info: DeviceInfo,
+    context: Context,
+    queue: CommandQueue,
+    programs: Vec<Program>,
+}
+
+impl OpenClDevice {
+    pub(crate) fn open(info: DeviceInfo, device: &Device) -> Result<OpenClDevice, Error> {
+        let context =
+            Context::from_device(device).map_err(failed("clCreateContext", &info.name))?;
         let queue = CommandQueue::create_default_with_properties(&context, 0, 0)
-            .map_err(call("clCreateCommandQueue"))?;
-        let programs = KERNELS
+            .map_err(failed("clCreateCommandQueue", &info.name))?;
+        let programs = kernels::SOURCES
             .iter()
             .map(|&(kernels, source)| {
                 Program::create_and_build_from_source(&context, source, "-cl-std=CL1.2").map_err(
                     |log| Error::Build {
+                        backend: BACKEND,
                         kernels,
                         device: info.name.clone(),
                         log,
@@ -113,7 +100,7 @@ impl Gpu {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Gpu {
+        Ok(OpenClDevice {
             info,
             context,
             queue,
@@ -121,18 +108,21 @@ impl Gpu {
         })
     }
 
-    /// The program built from the kernel file `name`.
-    pub(crate) fn program(&self, name: &str) -> &Program {
-        let index = KERNELS
-            .iter()
-            .position(|&(file, _)| file == name)
-            .expect("a kernel file of KERNELS");
-        &self.programs[index]
+    fn failed(&self, call: &'static str) -> impl Fn(ClError) -> Error {
+        failed(call, &self.info.name)
+    }
+}
+
+impl mmh_gpu::Device for OpenClDevice {
+    const BACKEND: &'static str = BACKEND;
+    type Buffer<T: Copy + Send + 'static> = Buffer<T>;
+    type Mem = cl_mem;
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
     }
 
-    /// A read-only device buffer holding a copy of `data`, which must not be empty
-    /// (OpenCL has no empty buffers).
-    pub(crate) fn upload<T>(&self, data: &[T]) -> Result<Buffer<T>, Error> {
+    fn upload<T: Copy + Send + 'static>(&self, data: &[T]) -> Result<Buffer<T>, Error> {
         let flags = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
         let host = data.as_ptr().cast_mut().cast::<c_void>();
         // SAFETY: invariant 1: `host` points to `data.len()` values, copied before the
@@ -141,15 +131,22 @@ impl Gpu {
             .map_err(self.failed("clCreateBuffer"))
     }
 
-    /// An uninitialised device buffer of `count` (not zero) values.
-    pub(crate) fn buffer<T>(&self, flags: cl_mem_flags, count: usize) -> Result<Buffer<T>, Error> {
+    fn buffer<T: Copy + Send + 'static>(
+        &self,
+        access: Access,
+        count: usize,
+    ) -> Result<Buffer<T>, Error> {
+        let flags = match access {
+            Access::ReadOnly => CL_MEM_READ_ONLY,
+            Access::WriteOnly => CL_MEM_WRITE_ONLY,
+            Access::ReadWrite => CL_MEM_READ_WRITE,
+        };
         // SAFETY: invariant 1 holds trivially: no host pointer.
         unsafe { Buffer::create(&self.context, flags, count, ptr::null_mut()) }
             .map_err(self.failed("clCreateBuffer"))
     }
 
-    /// Copies `data` into `buffer` from value `offset` on, waiting until it is done.
-    pub(crate) fn write<T>(
+    fn write<T: Copy + Send + 'static>(
         &self,
         buffer: &mut Buffer<T>,
         offset: usize,
@@ -165,9 +162,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// Copies `buffer` from value `offset` on into `out`, after every command queued
-    /// before.
-    pub(crate) fn read<T>(
+    fn read<T: Copy + Send + 'static>(
         &self,
         buffer: &Buffer<T>,
         offset: usize,
@@ -183,23 +178,20 @@ impl Gpu {
         Ok(())
     }
 
-    /// Queues the kernel `name` of the kernel file `file` over `global` work-items in one
-    /// dimension, in work-groups of `local` or of the driver's choice.
-    ///
-    /// # Safety
-    ///
-    /// Invariant 2: `args` match the kernel's parameters and the kernel stays inside
-    /// every buffer for `global`.
-    pub(crate) unsafe fn run(
+    fn mem<T: Copy + Send + 'static>(buffer: &Buffer<T>) -> cl_mem {
+        buffer.get()
+    }
+
+    unsafe fn run(
         &self,
         file: &str,
         name: &str,
-        args: &[Arg],
+        args: &[Arg<cl_mem>],
         global: usize,
         local: Option<usize>,
     ) -> Result<(), Error> {
-        let kernel =
-            Kernel::create(self.program(file), name).map_err(self.failed("clCreateKernel"))?;
+        let program = &self.programs[kernels::index(file)];
+        let kernel = Kernel::create(program, name).map_err(self.failed("clCreateKernel"))?;
         for (index, arg) in (0..).zip(args) {
             // SAFETY: invariant 2, which the caller promises; each value lives across
             // the call, which copies it.
@@ -212,55 +204,14 @@ impl Gpu {
             }
             .map_err(self.failed("clSetKernelArg"))?;
         }
-        let local_size = local.as_ref().map_or(ptr::null(), ptr::from_ref);
+        let local = local.unwrap_or(64);
         // SAFETY: invariant 2, which the caller promises; the size pointers point to one
         // value each for the one dimension, and live across the call.
         unsafe {
-            self.queue.enqueue_nd_range_kernel(
-                kernel.get(),
-                1,
-                ptr::null(),
-                &global,
-                local_size,
-                &[],
-            )
+            self.queue
+                .enqueue_nd_range_kernel(kernel.get(), 1, ptr::null(), &global, &local, &[])
         }
         .map_err(self.failed("clEnqueueNDRangeKernel"))?;
         Ok(())
     }
-
-    /// Wraps an OpenCL error code with the call and this device's name.
-    pub(crate) fn failed(
-        &self,
-        call: &'static str,
-    ) -> impl Fn(opencl3::error_codes::ClError) -> Error {
-        let device = self.info.name.clone();
-        move |code| Error::Call {
-            call,
-            device: device.clone(),
-            code,
-        }
-    }
-}
-
-/// A kernel argument for [`Gpu::run`].
-pub(crate) enum Arg {
-    /// A buffer, from [`ClMem::get`].
-    Mem(cl_mem),
-    /// A `uint`.
-    U32(u32),
-    /// A `ulong`.
-    U64(u64),
-}
-
-impl<T> From<&Buffer<T>> for Arg {
-    fn from(buffer: &Buffer<T>) -> Self {
-        Arg::Mem(buffer.get())
-    }
-}
-
-/// Locks a device. A panic while another thread held it leaves nothing half-done that a
-/// later batch relies on: every operation makes its own buffers and waits for its queue.
-pub(crate) fn lock(gpu: &Mutex<Gpu>) -> MutexGuard<'_, Gpu> {
-    gpu.lock().unwrap_or_else(PoisonError::into_inner)
 }

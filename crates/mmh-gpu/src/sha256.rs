@@ -9,14 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mmh_codecs::Digest;
-use opencl3::memory::CL_MEM_READ_WRITE;
 
-use crate::device::{Arg, DeviceInfo, lock};
-use crate::{Error, Gpu};
-
-/// The largest upload: big enough that a launch costs little next to its transfer, small
-/// enough that a device with less memory to spare than this is not the common case.
-const MAX_UPLOAD: usize = 64 << 20;
+use crate::{Access, Arg, Device, DeviceInfo, Error, lock};
 
 /// SHA-256's initial state (FIPS 180-4 §5.3.3).
 const INITIAL: [u32; 8] = [
@@ -26,17 +20,14 @@ const INITIAL: [u32; 8] = [
 /// `total` of a piece that does not end its chunk (see the kernel).
 const NOT_FINAL: u64 = u64::MAX;
 
-pub(crate) fn digest_batch(gpus: &[Mutex<Gpu>], chunks: &[&[u8]]) -> Result<Vec<Digest>, Error> {
-    digest_batch_within(gpus, chunks, MAX_UPLOAD)
-}
-
-/// [`digest_batch`] with uploads of at most `cap` bytes (a multiple of 64), which tests
-/// make small to split batches and chunks.
-fn digest_batch_within(
-    gpus: &[Mutex<Gpu>],
+/// The digests of `chunks`, in uploads of at most `cap` bytes (rounded down to whole
+/// blocks).
+pub(crate) fn digest_batch<D: Device>(
+    gpus: &[Mutex<D>],
     chunks: &[&[u8]],
     cap: usize,
 ) -> Result<Vec<Digest>, Error> {
+    let cap = (cap / 64 * 64).max(64);
     if chunks.is_empty() {
         return Ok(Vec::new());
     }
@@ -53,14 +44,14 @@ fn digest_batch_within(
                 let (jobs, next) = (&jobs, &next);
                 scope.spawn(move || {
                     let gpu = lock(gpu);
-                    let limit = upload_limit(&gpu.info).min(cap);
+                    let limit = upload_limit(gpu.info()).min(cap);
                     let mut finished = Vec::new();
                     loop {
                         let job = next.fetch_add(1, Ordering::Relaxed);
                         let Some(range) = jobs.get(job) else {
                             return Ok(finished);
                         };
-                        match run_job(&gpu, &chunks[range.clone()], limit) {
+                        match run_job(&*gpu, &chunks[range.clone()], limit) {
                             Ok(digests) => finished.push((job, digests)),
                             Err(error) => {
                                 // The other devices stop after their current job.
@@ -102,7 +93,7 @@ fn upload_limit(info: &DeviceInfo) -> usize {
     let room = (info.memory / 4).min(info.max_buffer);
     let room = usize::try_from(room).unwrap_or(usize::MAX);
     // The kernel takes a piece's length as a uint.
-    let limit = room.min(MAX_UPLOAD).min(u32::MAX as usize);
+    let limit = room.min(u32::MAX as usize);
     (limit / 64 * 64).max(64)
 }
 
@@ -130,7 +121,7 @@ struct Piece {
 }
 
 /// The digests of `chunks`, in uploads of at most `limit` bytes on one device.
-fn run_job(gpu: &Gpu, chunks: &[&[u8]], limit: usize) -> Result<Vec<Digest>, Error> {
+fn run_job<D: Device>(gpu: &D, chunks: &[&[u8]], limit: usize) -> Result<Vec<Digest>, Error> {
     let mut digests = Vec::with_capacity(chunks.len());
     let mut data = Vec::new();
     let mut pieces = Vec::new();
@@ -185,7 +176,12 @@ fn run_job(gpu: &Gpu, chunks: &[&[u8]], limit: usize) -> Result<Vec<Digest>, Err
 }
 
 /// Runs `sha256_pieces` over one upload, replacing each piece's state in `states`.
-fn launch(gpu: &Gpu, data: &[u8], pieces: &[Piece], states: &mut [u32]) -> Result<(), Error> {
+fn launch<D: Device>(
+    gpu: &D,
+    data: &[u8],
+    pieces: &[Piece],
+    states: &mut [u32],
+) -> Result<(), Error> {
     let offsets: Vec<u64> = pieces.iter().map(|piece| piece.offset).collect();
     let lens: Vec<u32> = pieces.iter().map(|piece| piece.len).collect();
     let totals: Vec<u64> = pieces.iter().map(|piece| piece.total).collect();
@@ -194,17 +190,17 @@ fn launch(gpu: &Gpu, data: &[u8], pieces: &[Piece], states: &mut [u32]) -> Resul
     let offset_buffer = gpu.upload(&offsets)?;
     let len_buffer = gpu.upload(&lens)?;
     let total_buffer = gpu.upload(&totals)?;
-    let mut state_buffer = gpu.buffer::<u32>(CL_MEM_READ_WRITE, states.len())?;
+    let mut state_buffer = gpu.buffer::<u32>(Access::ReadWrite, states.len())?;
     gpu.write(&mut state_buffer, 0, states)?;
     let args = [
-        Arg::from(&data_buffer),
-        Arg::from(&offset_buffer),
-        Arg::from(&len_buffer),
-        Arg::from(&total_buffer),
-        Arg::from(&state_buffer),
+        Arg::Mem(D::mem(&data_buffer)),
+        Arg::Mem(D::mem(&offset_buffer)),
+        Arg::Mem(D::mem(&len_buffer)),
+        Arg::Mem(D::mem(&total_buffer)),
+        Arg::Mem(D::mem(&state_buffer)),
         Arg::U32(pieces.len() as u32),
     ];
-    // SAFETY: invariant 2: the arguments are sha256_pieces' six, in order; work-items
+    // SAFETY: the arguments are sha256_pieces' six, in order; work-items
     // past `n` return at once; each piece reads `data` from its offset up to its reserved
     // whole blocks, all inside `data`, and its eight words of `states`.
     unsafe {
@@ -221,77 +217,7 @@ fn launch(gpu: &Gpu, data: &[u8], pieces: &[Piece], states: &mut [u32]) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use mmh_codecs::{Accelerator, CpuAccelerator};
-    use proptest::prelude::*;
-
     use super::*;
-    use crate::test_accelerators;
-
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    fn check(chunks: &[&[u8]], cap: usize) {
-        let expected = CpuAccelerator.digest_batch(chunks).expect("cpu digests");
-        for acc in test_accelerators() {
-            let actual = digest_batch_within(&acc.gpus, chunks, cap).expect("opencl digests");
-            assert_eq!(actual.len(), expected.len());
-            for (index, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
-                assert_eq!(
-                    actual,
-                    expected,
-                    "chunk {index} of {} bytes on {} devices",
-                    chunks[index].len(),
-                    acc.gpus.len()
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn every_length_around_the_padding_boundaries() {
-        let data = bytes(200, 1);
-        let chunks: Vec<&[u8]> = (0..=200).map(|len| &data[..len]).collect();
-        check(&chunks, MAX_UPLOAD);
-    }
-
-    #[test]
-    fn empty_batch_and_empty_chunks() {
-        check(&[], MAX_UPLOAD);
-        check(&[&[]], MAX_UPLOAD);
-        check(&[&[], &[], b"abc", &[]], 64);
-    }
-
-    #[test]
-    fn big_chunks() {
-        let data = bytes(3 << 20, 2);
-        check(&[&data, &data[1..], &data[..1 << 20]], MAX_UPLOAD);
-    }
-
-    #[test]
-    fn batches_split_across_uploads() {
-        let data = bytes(40_000, 3);
-        let chunks: Vec<&[u8]> = (0..300).map(|i| &data[i * 7..i * 7 + i * 11]).collect();
-        check(&chunks, 4096);
-        check(&chunks, 64);
-    }
-
-    #[test]
-    fn chunks_larger_than_an_upload_go_in_pieces() {
-        let data = bytes(10_000, 4);
-        for len in [127, 128, 129, 191, 192, 1000, 9_999] {
-            check(&[&data[..5], &data[..len], &data[..3]], 128);
-        }
-        check(&[&data], 64);
-    }
 
     #[test]
     fn the_limit_follows_the_device() {
@@ -310,28 +236,6 @@ mod tests {
             max_buffer: 1 << 38,
             ..info
         };
-        assert_eq!(upload_limit(&big), MAX_UPLOAD);
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
-        #[test]
-        fn random_batches(
-            lens in proptest::collection::vec(0usize..3000, 0..40),
-            seed: u64,
-            cap_blocks in 1usize..80,
-        ) {
-            let data = bytes(lens.iter().sum(), seed);
-            let mut rest = &data[..];
-            let chunks: Vec<&[u8]> = lens
-                .iter()
-                .map(|&len| {
-                    let (chunk, tail) = rest.split_at(len);
-                    rest = tail;
-                    chunk
-                })
-                .collect();
-            check(&chunks, cap_blocks * 64);
-        }
+        assert!(upload_limit(&big) >= crate::DEFAULT_BATCH_LIMIT);
     }
 }

@@ -30,10 +30,8 @@ use std::sync::Mutex;
 
 use fastcdc::v2020::{Normalization, get_gear_with_seed, select_masks};
 use mmh_codecs::CdcParams;
-use opencl3::memory::{CL_MEM_READ_ONLY, CL_MEM_WRITE_ONLY};
 
-use crate::device::{Arg, DeviceInfo, lock};
-use crate::{Error, Gpu};
+use crate::{Access, Arg, Device, DeviceInfo, Error, lock};
 
 /// Bytes of one work-group's tile in the kernel (`TILE`); windows are whole tiles.
 const TILE: usize = 4096;
@@ -43,17 +41,6 @@ const GROUP: usize = 64;
 
 /// History bytes before each window, enough for the first position's hash.
 const HISTORY: usize = 64;
-
-/// The largest window: large enough that a launch costs little next to its transfer.
-const MAX_WINDOW: usize = 64 << 20;
-
-pub(crate) fn boundaries(
-    gpus: &[Mutex<Gpu>],
-    data: &[u8],
-    params: &CdcParams,
-) -> Result<Vec<usize>, Error> {
-    boundaries_within(gpus, data, params, MAX_WINDOW)
-}
 
 /// The masks, gear table and sizes of one call.
 struct Rules {
@@ -65,14 +52,15 @@ struct Rules {
     gear: Vec<u64>,
 }
 
-/// [`boundaries`] with windows of at most `cap` bytes (a multiple of [`TILE`]), which
-/// tests make small to cross windows often.
-fn boundaries_within(
-    gpus: &[Mutex<Gpu>],
+/// The chunk boundaries of `data`, in windows of at most `cap` bytes (rounded down to
+/// whole tiles).
+pub(crate) fn boundaries<D: Device>(
+    gpus: &[Mutex<D>],
     data: &[u8],
     params: &CdcParams,
     cap: usize,
 ) -> Result<Vec<usize>, Error> {
+    let cap = (cap / TILE * TILE).max(TILE);
     let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
     let rules = Rules {
         min: params.min_size as usize,
@@ -99,7 +87,7 @@ fn boundaries_within(
         for gpu in gpus {
             let from = windows.last().map_or(marks.known, |w: &Range<usize>| w.end);
             if from < data.len() {
-                let size = window_limit(&lock(gpu).info).min(cap);
+                let size = window_limit(lock(gpu).info()).min(cap);
                 windows.push(from..data.len().min(from + size));
             }
         }
@@ -116,7 +104,7 @@ fn boundaries_within(
 fn window_limit(info: &DeviceInfo) -> usize {
     let room = (info.memory / 5).min(info.max_buffer.saturating_sub(HISTORY as u64));
     let room = usize::try_from(room).unwrap_or(usize::MAX);
-    (room.min(MAX_WINDOW) / TILE * TILE).max(TILE)
+    (room / TILE * TILE).max(TILE)
 }
 
 /// Where the 64-byte gear hash passes each mask: bit `k` of word `w` is position
@@ -196,21 +184,21 @@ fn next_cut(data: &[u8], start: usize, marks: &Marks, rules: &Rules) -> Option<u
 type Bitmaps = (Vec<u64>, Vec<u64>);
 
 /// The bitmaps of each window, window `i` on device `i`.
-fn mark_windows(
-    gpus: &[Mutex<Gpu>],
+fn mark_windows<D: Device>(
+    gpus: &[Mutex<D>],
     data: &[u8],
     windows: &[Range<usize>],
     rules: &Rules,
 ) -> Result<Vec<Bitmaps>, Error> {
     if let [window] = windows {
-        return mark_window(&lock(&gpus[0]), data, window.clone(), rules).map(|marks| vec![marks]);
+        return mark_window(&*lock(&gpus[0]), data, window.clone(), rules).map(|marks| vec![marks]);
     }
     std::thread::scope(|scope| {
         let workers: Vec<_> = gpus
             .iter()
             .zip(windows)
             .map(|(gpu, window)| {
-                scope.spawn(move || mark_window(&lock(gpu), data, window.clone(), rules))
+                scope.spawn(move || mark_window(&*lock(gpu), data, window.clone(), rules))
             })
             .collect();
         workers
@@ -225,8 +213,8 @@ fn mark_windows(
 }
 
 /// Runs `gear_candidates` over one window, whose start is a multiple of 64.
-fn mark_window(
-    gpu: &Gpu,
+fn mark_window<D: Device>(
+    gpu: &D,
     data: &[u8],
     window: Range<usize>,
     rules: &Rules,
@@ -234,7 +222,7 @@ fn mark_window(
     let len = window.len();
     let groups = len.div_ceil(TILE);
     let capacity = groups * GROUP;
-    let mut input = gpu.buffer::<u8>(CL_MEM_READ_ONLY, HISTORY + groups * TILE)?;
+    let mut input = gpu.buffer::<u8>(Access::ReadOnly, HISTORY + groups * TILE)?;
     // Before the data there is no history; zeros stand in. They change the hash of the
     // first 63 positions only, which are never looked up: the host hashes every chunk's
     // first 63 tested positions itself, and the first chunk's start at `min` >= 64.
@@ -246,16 +234,16 @@ fn mark_window(
     // The rest of the last tile stays as it is: the bits of its positions are not read.
     gpu.write(&mut input, HISTORY, &data[window])?;
     let gear = gpu.upload(&rules.gear)?;
-    let bits = gpu.buffer::<u64>(CL_MEM_WRITE_ONLY, 2 * capacity)?;
+    let bits = gpu.buffer::<u64>(Access::WriteOnly, 2 * capacity)?;
     let args = [
-        Arg::from(&input),
-        Arg::from(&gear),
+        Arg::Mem(D::mem(&input)),
+        Arg::Mem(D::mem(&gear)),
         Arg::U64(rules.mask_s),
         Arg::U64(rules.mask_l),
-        Arg::from(&bits),
+        Arg::Mem(D::mem(&bits)),
         Arg::U64(capacity as u64),
     ];
-    // SAFETY: invariant 2: the arguments are gear_candidates' six, in order; work-group
+    // SAFETY: the arguments are gear_candidates' six, in order; work-group
     // g reads bytes g * TILE .. g * TILE + HISTORY + TILE of `input`, which has `groups`
     // tiles after the history, and the 256 values of `gear`; work-item i writes words i
     // and capacity + i of `bits`, which has 2 * capacity.
@@ -272,138 +260,7 @@ fn mark_window(
 
 #[cfg(test)]
 mod tests {
-    use mmh_codecs::{Accelerator, CpuAccelerator};
-    use proptest::prelude::*;
-
     use super::*;
-    use crate::test_accelerators;
-
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    fn params(min: u32, avg: u32, max: u32) -> CdcParams {
-        CdcParams {
-            min_size: min,
-            avg_size: avg,
-            max_size: max,
-        }
-    }
-
-    fn check(data: &[u8], params: &CdcParams, cap: usize) {
-        let expected = CpuAccelerator
-            .find_chunk_boundaries(data, params)
-            .expect("cpu boundaries");
-        for acc in test_accelerators() {
-            let actual =
-                boundaries_within(&acc.gpus, data, params, cap).expect("opencl boundaries");
-            let devices = acc.gpus.len();
-            assert_eq!(
-                actual,
-                expected,
-                "{} bytes, {params:?}, {devices} devices",
-                data.len()
-            );
-        }
-    }
-
-    #[test]
-    fn boundary_lengths() {
-        let data = bytes(1 << 20, 7);
-        for p in [params(64, 256, 1024), params(2048, 8192, 32768)] {
-            let (min, avg, max) = (
-                p.min_size as usize,
-                p.avg_size as usize,
-                p.max_size as usize,
-            );
-            for len in [
-                0,
-                1,
-                min - 1,
-                min,
-                min + 1,
-                min + 63,
-                min + 64,
-                avg - 1,
-                avg,
-                avg + 1,
-                max - 1,
-                max,
-                max + 1,
-                3 * max + 7,
-                100_000,
-            ] {
-                check(&data[..len], &p, MAX_WINDOW);
-                check(&data[..len], &p, TILE);
-            }
-        }
-    }
-
-    /// fastcdc tests positions in pairs, so a chunk of odd length never cuts before its
-    /// last byte. Data cut one byte after a cut point at an even distance from its
-    /// chunk's start puts a passing hash exactly there.
-    #[test]
-    fn odd_tails_never_cut_before_their_last_byte() {
-        let data = bytes(200_000, 9);
-        for p in [params(64, 256, 1024), params(512, 2048, 8192)] {
-            let cuts = CpuAccelerator
-                .find_chunk_boundaries(&data, &p)
-                .expect("cpu");
-            let mut tested = [0, 0];
-            for pair in cuts.windows(2) {
-                let (start, cut) = (pair[0], pair[1]);
-                let region = usize::from(cut - start >= p.avg_size as usize);
-                if (cut - start) % 2 == 0 && cut < data.len() && tested[region] < 8 {
-                    tested[region] += 1;
-                    check(&data[..cut + 1], &p, TILE);
-                }
-            }
-            assert_eq!(tested, [8, 8], "{p:?}: not enough cases in the data");
-        }
-    }
-
-    /// When `avg` is less than 63 bytes above `min`, the relaxed mask takes over while
-    /// the chunk's hash has not yet seen 64 bytes.
-    #[test]
-    fn relaxed_mask_before_the_hash_is_warm() {
-        let data = bytes(300_000, 10);
-        for p in [
-            params(240, 256, 1024),
-            params(254, 256, 1024),
-            params(230, 256, 2048),
-            params(4090, 4096, 8192),
-        ] {
-            check(&data, &p, TILE);
-        }
-    }
-
-    #[test]
-    fn default_params_across_windows() {
-        let data = bytes(3 << 20, 8);
-        check(&data, &CdcParams::default(), MAX_WINDOW);
-        check(&data, &CdcParams::default(), 5 * TILE);
-    }
-
-    #[test]
-    fn low_entropy_data() {
-        let zeros = vec![0; 50_000];
-        let pattern: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
-        let long_pattern: Vec<u8> = (0..50_000u32).map(|i| (i % 1000 / 3) as u8).collect();
-        for data in [&zeros, &pattern, &long_pattern] {
-            for p in [params(64, 256, 1024), params(1024, 4096, 16384)] {
-                check(data, &p, TILE);
-                check(data, &p, MAX_WINDOW);
-            }
-        }
-    }
 
     #[test]
     fn the_window_follows_the_device() {
@@ -422,44 +279,6 @@ mod tests {
             max_buffer: 1 << 38,
             ..info
         };
-        assert_eq!(window_limit(&big), MAX_WINDOW);
-    }
-
-    /// Even sizes within fastcdc's limits, `min < avg < max`, kept small so that chunks
-    /// are many on short data.
-    fn valid_params() -> impl Strategy<Value = CdcParams> {
-        let gap = prop_oneof![1u32..32, 1u32..4096];
-        (32u32..2048, gap, 1u32..8192).prop_map(|(min, more, most)| {
-            let min = 2 * min;
-            let avg = (min + 2 * more).max(256);
-            let max = (avg + 2 * most).max(1024);
-            params(min, avg, max)
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
-        #[test]
-        fn random_data_and_params(
-            params in valid_params(),
-            len in 0usize..60_000,
-            seed: u64,
-            tiles in 1usize..6,
-        ) {
-            prop_assert!(params.validate().is_ok());
-            check(&bytes(len, seed), &params, tiles * TILE);
-        }
-
-        #[test]
-        fn repeating_data(
-            params in valid_params(),
-            period in 1usize..300,
-            len in 0usize..40_000,
-            seed: u64,
-        ) {
-            let unit = bytes(period, seed);
-            let data: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
-            check(&data, &params, TILE);
-        }
+        assert!(window_limit(&big) >= crate::DEFAULT_BATCH_LIMIT);
     }
 }

@@ -1,0 +1,233 @@
+//! What the device backends of [`mmh_codecs::Accelerator`] share: the kernels (the
+//! workspace's `kernels/`, one source per operation for every backend) and the host side
+//! of each operation, written once over the [`Device`] trait, which `mmh-opencl` and
+//! `mmh-cuda` implement with a handful of calls (buffers in and out, kernel launches).
+//!
+//! Sharing the host side means the OpenCL tests, which run for real on PoCL in CI,
+//! exercise every line that the CUDA backend runs besides its own few calls.
+//!
+//! [`GpuAccelerator`] is the backend over one or more devices: batches are spread over
+//! all of them, and sized from each device's memory. Its output is byte-identical to
+//! [`mmh_codecs::CpuAccelerator`]'s, which [`mmh_codecs::parity`] and
+//! [`device_backend_tests!`] check for every backend.
+
+mod cdc;
+mod error;
+pub mod kernels;
+mod sha256;
+mod tensor;
+pub mod testing;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use mmh_codecs::{Accelerator, CdcParams, Digest, FloatKind};
+
+pub use error::Error;
+
+/// What `mmh info --accel` shows of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The platform's name, such as `"Portable Computing Language"` or `"CUDA"`.
+    pub platform: String,
+    /// The device's name.
+    pub name: String,
+    /// The version the device reports (OpenCL version, CUDA compute capability).
+    pub version: String,
+    /// Global memory, in bytes.
+    pub memory: u64,
+    /// The largest single buffer, in bytes.
+    pub max_buffer: u64,
+    /// Compute units (OpenCL) or streaming multiprocessors (CUDA).
+    pub compute_units: u32,
+    /// Whether the device is a GPU (not a CPU, as PoCL's devices are).
+    pub is_gpu: bool,
+}
+
+/// How a kernel uses a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Kernels only read it.
+    ReadOnly,
+    /// Kernels only write it.
+    WriteOnly,
+    /// Kernels read and write it.
+    ReadWrite,
+}
+
+/// A kernel argument for [`Device::run`].
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<M> {
+    /// A buffer, from [`Device::mem`].
+    Mem(M),
+    /// A `uint`.
+    U32(u32),
+    /// A `ulong`.
+    U64(u64),
+}
+
+/// One device of a backend, ready to run every kernel of [`kernels::SOURCES`]: the few
+/// calls the operations make. Calls wait until their work is done, so a buffer handed to
+/// a call may be reused as soon as it returns.
+pub trait Device: Send + 'static {
+    /// The backend's name, such as `"opencl"`.
+    const BACKEND: &'static str;
+    /// Device memory holding values of `T`.
+    type Buffer<T: Copy + Send + 'static>;
+    /// A buffer as a kernel argument.
+    type Mem: Copy;
+
+    /// What the device is.
+    fn info(&self) -> &DeviceInfo;
+
+    /// A buffer holding a copy of `data`, which must not be empty.
+    fn upload<T: Copy + Send + 'static>(&self, data: &[T]) -> Result<Self::Buffer<T>, Error>;
+
+    /// An uninitialised buffer of `count` (not zero) values.
+    fn buffer<T: Copy + Send + 'static>(
+        &self,
+        access: Access,
+        count: usize,
+    ) -> Result<Self::Buffer<T>, Error>;
+
+    /// Copies `data` into `buffer` from value `offset` on.
+    fn write<T: Copy + Send + 'static>(
+        &self,
+        buffer: &mut Self::Buffer<T>,
+        offset: usize,
+        data: &[T],
+    ) -> Result<(), Error>;
+
+    /// Copies `buffer` from value `offset` on into `out`, after every launch before.
+    fn read<T: Copy + Send + 'static>(
+        &self,
+        buffer: &Self::Buffer<T>,
+        offset: usize,
+        out: &mut [T],
+    ) -> Result<(), Error>;
+
+    /// `buffer` as a kernel argument.
+    fn mem<T: Copy + Send + 'static>(buffer: &Self::Buffer<T>) -> Self::Mem;
+
+    /// Launches the kernel `name` of the kernel file `file` over `global` work-items in
+    /// one dimension, in work-groups of `local` (which divides `global`), or of 64.
+    ///
+    /// # Safety
+    ///
+    /// `args` match the kernel's parameters in number, order and type, and the kernel
+    /// stays inside every buffer for `global` work-items with the sizes passed.
+    unsafe fn run(
+        &self,
+        file: &str,
+        name: &str,
+        args: &[Arg<Self::Mem>],
+        global: usize,
+        local: Option<usize>,
+    ) -> Result<(), Error>;
+}
+
+/// The device backend over one or more devices of one kind.
+pub struct GpuAccelerator<D: Device> {
+    /// One lock per device: a device serves one batch at a time.
+    devices: Arc<Vec<Mutex<D>>>,
+    /// The most bytes one batch puts on a device, besides what its memory allows.
+    batch_limit: usize,
+}
+
+impl<D: Device> std::fmt::Debug for GpuAccelerator<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuAccelerator")
+            .field("backend", &D::BACKEND)
+            .field("devices", &self.device_infos())
+            .finish()
+    }
+}
+
+/// The default batch limit: large enough that a launch costs little next to its
+/// transfer, small enough that a device with less memory to spare is not the common case.
+pub const DEFAULT_BATCH_LIMIT: usize = 64 << 20;
+
+impl<D: Device> GpuAccelerator<D> {
+    /// The backend on `devices` (not empty).
+    pub fn new(devices: Vec<D>) -> Result<Self, Error> {
+        if devices.is_empty() {
+            return Err(Error::NoDevice {
+                backend: D::BACKEND,
+                which: String::new(),
+            });
+        }
+        Ok(GpuAccelerator {
+            devices: Arc::new(devices.into_iter().map(Mutex::new).collect()),
+            batch_limit: DEFAULT_BATCH_LIMIT,
+        })
+    }
+
+    /// The same devices, with at most `bytes` on a device per batch (rounded to what each
+    /// operation needs: whole SHA-256 blocks, whole 4 KiB CDC tiles).
+    pub fn with_batch_limit(&self, bytes: usize) -> Self {
+        GpuAccelerator {
+            devices: Arc::clone(&self.devices),
+            batch_limit: bytes,
+        }
+    }
+
+    /// The devices in use.
+    pub fn device_infos(&self) -> Vec<DeviceInfo> {
+        self.devices
+            .iter()
+            .map(|device| lock(device).info().clone())
+            .collect()
+    }
+}
+
+impl<D: Device> Accelerator for GpuAccelerator<D> {
+    fn name(&self) -> &'static str {
+        D::BACKEND
+    }
+
+    fn digest_batch(&self, chunks: &[&[u8]]) -> Result<Vec<Digest>, mmh_codecs::Error> {
+        Ok(sha256::digest_batch(
+            &self.devices,
+            chunks,
+            self.batch_limit,
+        )?)
+    }
+
+    fn find_chunk_boundaries(
+        &self,
+        data: &[u8],
+        params: &CdcParams,
+    ) -> Result<Vec<usize>, mmh_codecs::Error> {
+        params.validate()?;
+        Ok(cdc::boundaries(
+            &self.devices,
+            data,
+            params,
+            self.batch_limit,
+        )?)
+    }
+
+    fn encode_tensor(
+        &self,
+        raw: &[u8],
+        kind: FloatKind,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, mmh_codecs::Error> {
+        tensor::encode(&self.devices, raw, kind, out)
+    }
+
+    fn decode_tensor(
+        &self,
+        stored: &[u8],
+        raw_len: usize,
+        kind: FloatKind,
+        out: &mut Vec<u8>,
+    ) -> Result<(), mmh_codecs::Error> {
+        tensor::decode(&self.devices, stored, raw_len, kind, out)
+    }
+}
+
+/// Locks a device. A panic while another thread held it leaves nothing half-done that a
+/// later batch relies on: every operation makes its own buffers and waits for its work.
+pub(crate) fn lock<D>(device: &Mutex<D>) -> MutexGuard<'_, D> {
+    device.lock().unwrap_or_else(PoisonError::into_inner)
+}
