@@ -12,7 +12,10 @@ typedef unsigned char uchar;
 typedef unsigned short ushort;
 typedef unsigned int uint;
 typedef unsigned long long ulong;
-typedef unsigned long long size_t;
+#define ULONG_MAX 0xffffffffffffffffull
+#define UINT_MAX 0xffffffffu
+// The prelude defines every built-in the kernels may use; each file uses a few.
+#pragma nv_diag_suppress 177
 
 #define __kernel extern "C" __global__
 #define __global

@@ -114,6 +114,53 @@ fn install_pocl() -> Result<()> {
     })
 }
 
+/// NVIDIA's NVRTC and ptxas, from their Python wheels, so that the CUDA kernels are
+/// compiled and assembled for real on machines without a GPU or a CUDA toolkit. Returns
+/// the environment the tests need to find them.
+fn install_nvrtc() -> Result<Vec<(&'static str, String)>> {
+    let venv = workspace_root().join("target/cuda-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        sh("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
+    let nvidia = venv.join(format!(
+        "lib/python{}/site-packages/nvidia",
+        python_version(&python)?
+    ));
+    let nvrtc = nvidia.join("cuda_nvrtc/lib");
+    let ptxas = nvidia.join("cuda_nvcc/bin/ptxas");
+    if !nvrtc.exists() || !ptxas.exists() {
+        sh(
+            &python.to_string_lossy(),
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "nvidia-cuda-nvrtc-cu12==12.9.86",
+                "nvidia-cuda-nvcc-cu12==12.9.86",
+            ],
+        )?;
+    }
+    Ok(vec![
+        ("LD_LIBRARY_PATH", nvrtc.to_string_lossy().into_owned()),
+        ("MMH_PTXAS", ptxas.to_string_lossy().into_owned()),
+        ("MMH_REQUIRE_NVRTC", "1".to_owned()),
+    ])
+}
+
+/// `3.11` for the interpreter `python`.
+fn python_version(python: &Path) -> Result<String> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .context("cannot run the virtual environment's python")?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
 /// Seconds each fuzz target runs in CI: enough to catch regressions in the decoders'
 /// handling of hostile input, short enough for every run.
 const FUZZ_SECONDS: &str = "-max_total_time=10";
@@ -244,10 +291,13 @@ fn ci() -> Result<()> {
     )?;
     sh("cargo", &["deny", "check", "bans", "licenses", "sources"])?;
     install_pocl()?;
-    // With PoCL installed, an OpenCL backend that does not open is a failure, not a skip.
+    let nvrtc = install_nvrtc()?;
+    // With PoCL and NVRTC installed, an OpenCL backend that does not open, or a CUDA
+    // kernel that NVRTC cannot compile, is a failure, not a skip.
     run(Command::new("cargo")
         .args(["test", "--workspace"])
-        .env("MMH_REQUIRE_OPENCL", "1"))?;
+        .env("MMH_REQUIRE_OPENCL", "1")
+        .envs(nvrtc))?;
     sh(
         "cargo",
         &["run", "--quiet", "--package", "xtask", "--", "demo"],

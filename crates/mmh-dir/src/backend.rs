@@ -56,7 +56,7 @@ impl fmt::Display for AccelChoice {
     }
 }
 
-#[cfg(feature = "opencl")]
+#[cfg(any(feature = "opencl", feature = "cuda"))]
 /// Under [`AccelChoice::Auto`], calls on fewer bytes than this stay on the CPU: below it,
 /// copying to a device and back costs more than the CPU takes.
 const AUTO_MIN_BYTES: usize = 1 << 20;
@@ -98,18 +98,18 @@ impl Backend {
     /// `None`). A device backend that cannot start (no driver, no device, kernels that do
     /// not build) leaves the CPU doing the work, with the reason in
     /// [`Backend::cpu_reason`]; one that is not compiled into this build is an error.
+    /// `auto` takes the first of CUDA and OpenCL that has a GPU.
     pub fn open(choice: AccelChoice, devices: Option<&[usize]>) -> Result<Backend> {
+        let on_device = |opened: std::result::Result<Backend, String>| {
+            opened.unwrap_or_else(|why| Backend::cpu(Some(format!("{why}; the CPU does the work"))))
+        };
         match choice {
             AccelChoice::Cpu => Ok(Backend::cpu(None)),
-            AccelChoice::OpenCl => {
-                Ok(Backend::opencl(devices, false)?.unwrap_or_else(|why| Backend::cpu(Some(why))))
-            }
-            AccelChoice::Cuda => Err(Error::InvalidOption(
-                "--accel cuda: this build has no CUDA backend".into(),
-            )),
-            AccelChoice::Auto => Ok(Backend::opencl(devices, true)
-                .ok()
-                .and_then(|opened| opened.ok())
+            AccelChoice::OpenCl => Ok(on_device(Backend::opencl(devices, false)?)),
+            AccelChoice::Cuda => Ok(on_device(Backend::cuda(devices, false)?)),
+            AccelChoice::Auto => Ok([Backend::cuda, Backend::opencl]
+                .into_iter()
+                .find_map(|open| open(devices, true).ok()?.ok())
                 .unwrap_or_else(|| Backend::cpu(None))),
         }
     }
@@ -122,6 +122,27 @@ impl Backend {
             description: format!("CPU, {} threads", rayon::current_num_threads()),
             fallbacks: Mutex::new((None, 0)),
         }
+    }
+
+    /// A device backend as opened, or why it did not open.
+    #[cfg(any(feature = "opencl", feature = "cuda"))]
+    fn on_devices<D: mmh_gpu::Device>(
+        opened: std::result::Result<mmh_gpu::GpuAccelerator<D>, mmh_gpu::Error>,
+        auto: bool,
+    ) -> std::result::Result<Backend, String> {
+        let accelerator = opened.map_err(|why| why.to_string())?;
+        Ok(Backend {
+            description: accelerator
+                .device_infos()
+                .iter()
+                .map(|d| format!("{} ({})", d.name, d.platform))
+                .collect::<Vec<_>>()
+                .join(", "),
+            device: Some(Box::new(accelerator)),
+            min_bytes: if auto { AUTO_MIN_BYTES } else { 0 },
+            cpu_reason: None,
+            fallbacks: Mutex::new((None, 0)),
+        })
     }
 
     /// The OpenCL backend: `Err` when it is not compiled in, `Ok(Err(why))` when it
@@ -146,31 +167,27 @@ impl Backend {
         } else {
             mmh_opencl::open(devices)
         };
-        Ok(match opened {
-            Ok(accelerator) => Ok(Backend {
-                description: accelerator
-                    .device_infos()
-                    .iter()
-                    .map(|d| format!("{} ({})", d.name, d.platform))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                device: Some(Box::new(accelerator)),
-                min_bytes: if auto { AUTO_MIN_BYTES } else { 0 },
-                cpu_reason: None,
-                fallbacks: Mutex::new((None, 0)),
-            }),
-            Err(why) => Err(format!("{why}; the CPU does the work")),
-        })
+        Ok(Backend::on_devices(opened, auto))
+    }
+
+    /// The CUDA backend, as [`Backend::opencl`].
+    #[cfg(feature = "cuda")]
+    fn cuda(devices: Option<&[usize]>, auto: bool) -> Result<std::result::Result<Backend, String>> {
+        Ok(Backend::on_devices(mmh_cuda::open(devices), auto))
     }
 
     #[cfg(not(feature = "opencl"))]
-    fn opencl(_: Option<&[usize]>, auto: bool) -> Result<std::result::Result<Backend, String>> {
-        match auto {
-            true => Ok(Err("no OpenCL backend in this build".into())),
-            false => Err(Error::InvalidOption(
-                "--accel opencl: this build has no OpenCL backend".into(),
-            )),
-        }
+    fn opencl(_: Option<&[usize]>, _: bool) -> Result<std::result::Result<Backend, String>> {
+        Err(Error::InvalidOption(
+            "--accel opencl: this build has no OpenCL backend".into(),
+        ))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn cuda(_: Option<&[usize]>, _: bool) -> Result<std::result::Result<Backend, String>> {
+        Err(Error::InvalidOption(
+            "--accel cuda: this build has no CUDA backend".into(),
+        ))
     }
 
     /// Why the CPU does the work that a device was asked for, if it does.
@@ -252,13 +269,25 @@ pub fn describe_backends() -> Vec<(AccelChoice, std::result::Result<Vec<String>,
     let cpu = vec![format!("{} threads (rayon)", rayon::current_num_threads())];
     let backends = vec![(AccelChoice::Cpu, Ok(cpu))];
     #[cfg(feature = "opencl")]
-    let backends = [backends, vec![(AccelChoice::OpenCl, describe_opencl())]].concat();
+    let backends = [
+        backends,
+        vec![(AccelChoice::OpenCl, describe(mmh_opencl::devices()))],
+    ]
+    .concat();
+    #[cfg(feature = "cuda")]
+    let backends = [
+        backends,
+        vec![(AccelChoice::Cuda, describe(mmh_cuda::devices()))],
+    ]
+    .concat();
     backends
 }
 
-#[cfg(feature = "opencl")]
-fn describe_opencl() -> std::result::Result<Vec<String>, String> {
-    let devices = mmh_opencl::devices().map_err(|e| e.to_string())?;
+#[cfg(any(feature = "opencl", feature = "cuda"))]
+fn describe(
+    devices: std::result::Result<Vec<mmh_gpu::DeviceInfo>, mmh_gpu::Error>,
+) -> std::result::Result<Vec<String>, String> {
+    let devices = devices.map_err(|e| e.to_string())?;
     Ok(devices
         .iter()
         .enumerate()

@@ -7,7 +7,7 @@
 pub enum Error {
     /// The backend's runtime (the OpenCL ICD loader, the CUDA driver, NVRTC) is missing,
     /// or lists no platform.
-    #[error("no {backend} runtime: {reason}")]
+    #[error("{backend} unavailable: {reason}")]
     NoRuntime {
         /// The backend, such as `"opencl"`.
         backend: &'static str,

@@ -43,6 +43,11 @@ pub struct DeviceInfo {
     pub is_gpu: bool,
 }
 
+/// What device buffers hold: plain numbers, which every backend copies as bytes.
+pub trait Scalar: bytemuck::Pod + Send + Sync {}
+
+impl<T: bytemuck::Pod + Send + Sync> Scalar for T {}
+
 /// How a kernel uses a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -72,7 +77,7 @@ pub trait Device: Send + 'static {
     /// The backend's name, such as `"opencl"`.
     const BACKEND: &'static str;
     /// Device memory holding values of `T`.
-    type Buffer<T: Copy + Send + 'static>;
+    type Buffer<T: Scalar>;
     /// A buffer as a kernel argument.
     type Mem: Copy;
 
@@ -80,17 +85,13 @@ pub trait Device: Send + 'static {
     fn info(&self) -> &DeviceInfo;
 
     /// A buffer holding a copy of `data`, which must not be empty.
-    fn upload<T: Copy + Send + 'static>(&self, data: &[T]) -> Result<Self::Buffer<T>, Error>;
+    fn upload<T: Scalar>(&self, data: &[T]) -> Result<Self::Buffer<T>, Error>;
 
     /// An uninitialised buffer of `count` (not zero) values.
-    fn buffer<T: Copy + Send + 'static>(
-        &self,
-        access: Access,
-        count: usize,
-    ) -> Result<Self::Buffer<T>, Error>;
+    fn buffer<T: Scalar>(&self, access: Access, count: usize) -> Result<Self::Buffer<T>, Error>;
 
     /// Copies `data` into `buffer` from value `offset` on.
-    fn write<T: Copy + Send + 'static>(
+    fn write<T: Scalar>(
         &self,
         buffer: &mut Self::Buffer<T>,
         offset: usize,
@@ -98,7 +99,7 @@ pub trait Device: Send + 'static {
     ) -> Result<(), Error>;
 
     /// Copies `buffer` from value `offset` on into `out`, after every launch before.
-    fn read<T: Copy + Send + 'static>(
+    fn read<T: Scalar>(
         &self,
         buffer: &Self::Buffer<T>,
         offset: usize,
@@ -106,7 +107,7 @@ pub trait Device: Send + 'static {
     ) -> Result<(), Error>;
 
     /// `buffer` as a kernel argument.
-    fn mem<T: Copy + Send + 'static>(buffer: &Self::Buffer<T>) -> Self::Mem;
+    fn mem<T: Scalar>(buffer: &Self::Buffer<T>) -> Self::Mem;
 
     /// Launches the kernel `name` of the kernel file `file` over `global` work-items in
     /// one dimension, in work-groups of `local` (which divides `global`), or of 64.

@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use mmh_gpu::{Access, Arg, DeviceInfo, Error, kernels};
+use mmh_gpu::{Access, Arg, DeviceInfo, Error, Scalar, kernels};
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device};
@@ -115,14 +115,14 @@ impl OpenClDevice {
 
 impl mmh_gpu::Device for OpenClDevice {
     const BACKEND: &'static str = BACKEND;
-    type Buffer<T: Copy + Send + 'static> = Buffer<T>;
+    type Buffer<T: Scalar> = Buffer<T>;
     type Mem = cl_mem;
 
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
-    fn upload<T: Copy + Send + 'static>(&self, data: &[T]) -> Result<Buffer<T>, Error> {
+    fn upload<T: Scalar>(&self, data: &[T]) -> Result<Buffer<T>, Error> {
         let flags = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
         let host = data.as_ptr().cast_mut().cast::<c_void>();
         // SAFETY: invariant 1: `host` points to `data.len()` values, copied before the
@@ -131,11 +131,7 @@ impl mmh_gpu::Device for OpenClDevice {
             .map_err(self.failed("clCreateBuffer"))
     }
 
-    fn buffer<T: Copy + Send + 'static>(
-        &self,
-        access: Access,
-        count: usize,
-    ) -> Result<Buffer<T>, Error> {
+    fn buffer<T: Scalar>(&self, access: Access, count: usize) -> Result<Buffer<T>, Error> {
         let flags = match access {
             Access::ReadOnly => CL_MEM_READ_ONLY,
             Access::WriteOnly => CL_MEM_WRITE_ONLY,
@@ -146,7 +142,7 @@ impl mmh_gpu::Device for OpenClDevice {
             .map_err(self.failed("clCreateBuffer"))
     }
 
-    fn write<T: Copy + Send + 'static>(
+    fn write<T: Scalar>(
         &self,
         buffer: &mut Buffer<T>,
         offset: usize,
@@ -162,7 +158,7 @@ impl mmh_gpu::Device for OpenClDevice {
         Ok(())
     }
 
-    fn read<T: Copy + Send + 'static>(
+    fn read<T: Scalar>(
         &self,
         buffer: &Buffer<T>,
         offset: usize,
@@ -178,7 +174,7 @@ impl mmh_gpu::Device for OpenClDevice {
         Ok(())
     }
 
-    fn mem<T: Copy + Send + 'static>(buffer: &Buffer<T>) -> cl_mem {
+    fn mem<T: Scalar>(buffer: &Buffer<T>) -> cl_mem {
         buffer.get()
     }
 
