@@ -648,6 +648,56 @@ mod tests {
         assert_eq!(error.to_string(), cpu.to_string());
     }
 
+    #[test]
+    fn a_device_with_little_memory_codes_in_batches_as_the_cpu_does() {
+        if device().is_none() {
+            return;
+        }
+        let small = OpenClAccelerator::new(None).unwrap();
+        for gpu in &small.gpus {
+            // Room for a few blocks a batch.
+            gpu.lock().unwrap().info.memory = 2 << 20;
+        }
+        for kind in [FloatKind::Bf16, FloatKind::F64, FloatKind::F8E4M3] {
+            let raw = weights(kind, 7 * BLOCK_VALUES + 1234, 17);
+            assert!(same_as_cpu(&small, &raw, kind), "{kind:?}");
+        }
+    }
+
+    /// `cargo test --release -p mmh-opencl --lib tensor_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn tensor_speed_on_32_mb_of_bf16_weights() {
+        let Some(device) = device() else { return };
+        let kind = FloatKind::Bf16;
+        let raw = weights(kind, 16 << 20, 7);
+        let (mut stored, mut back) = (Vec::new(), Vec::new());
+        let backends: [&dyn Accelerator; 2] = [&CpuAccelerator, device];
+        for backend in backends {
+            let (mut encode, mut decode) = (f64::MAX, f64::MAX);
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                assert!(backend.encode_tensor(&raw, kind, &mut stored).unwrap());
+                encode = encode.min(start.elapsed().as_secs_f64());
+                let start = std::time::Instant::now();
+                backend
+                    .decode_tensor(&stored, raw.len(), kind, &mut back)
+                    .unwrap();
+                decode = decode.min(start.elapsed().as_secs_f64());
+                assert!(back == raw);
+            }
+            let mb = raw.len() as f64 / 1e6;
+            println!(
+                "{}: {} bytes to {}: encode {:.0} MB/s, decode {:.0} MB/s (best of 3)",
+                backend.name(),
+                raw.len(),
+                stored.len(),
+                mb / encode,
+                mb / decode
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
