@@ -22,6 +22,9 @@
 //! 4. Every index a kernel computes lies inside its buffers: block offsets come from the
 //!    batch's own layout, and the host has checked every length of a payload against
 //!    the stored bytes before any kernel reads them.
+//! 5. A read that does not wait fills a host slice that lies inside the buffer's range
+//!    from its offset, and the queue is finished before that slice is used or dropped,
+//!    on the error path too.
 
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -30,7 +33,7 @@ use mmh_codecs::gpu::{self, BlockToDecode, EncodedBlock, LANES};
 use mmh_codecs::{BLOCK_VALUES, FloatKind};
 use opencl3::kernel::Kernel;
 use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, ClMem};
-use opencl3::types::{CL_BLOCKING, cl_mem};
+use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING, cl_mem};
 
 use crate::{Error, Gpu};
 
@@ -176,26 +179,49 @@ fn encode_batch(gpu: &Gpu, raw: &[u8], kind: FloatKind, parts: &mut Parts) -> Re
     download(gpu, &word_counts, &mut block_words)?;
     let mut block_states = vec![0u32; blocks * LANES];
     download(gpu, &states, &mut block_states)?;
-    let (packed_at, words_at) = (parts.packed.len(), parts.words.len());
-    parts.packed.resize(packed_at + raw.len(), 0);
-    download(gpu, &packed, &mut parts.packed[packed_at..])?;
-    parts.words.resize(words_at + values, 0);
-    download(gpu, &words, &mut parts.words[words_at..])?;
+    // Only what each block uses comes back: its packed bits and its words, back to back.
+    let mut raw_ranges = Vec::with_capacity(blocks);
+    let mut word_ranges = Vec::with_capacity(blocks);
+    let (mut packed_at, mut words_at) = (parts.packed.len(), parts.words.len());
+    for (number, &count) in block_words.iter().enumerate() {
+        let n = BLOCK_VALUES.min(values - number * BLOCK_VALUES);
+        let r = 1 + low_bits as usize - usize::from(zero_bits[number]);
+        raw_ranges.push(packed_at..packed_at + (n * r).div_ceil(8));
+        word_ranges.push(words_at..words_at + count as usize);
+        (packed_at, words_at) = (packed_at + (n * r).div_ceil(8), words_at + count as usize);
+    }
+    let (packed_start, words_start) = (parts.packed.len(), parts.words.len());
+    parts.packed.resize(packed_at, 0);
+    parts.words.resize(words_at, 0);
+    let reads = {
+        let mut packed_rest = &mut parts.packed[packed_start..];
+        let mut words_rest = &mut parts.words[words_start..];
+        (0..blocks).try_for_each(|number| {
+            let first = number * BLOCK_VALUES;
+            let (into, rest) =
+                std::mem::take(&mut packed_rest).split_at_mut(raw_ranges[number].len());
+            packed_rest = rest;
+            read_at(gpu, &packed, first * width, into)?;
+            let (into, rest) =
+                std::mem::take(&mut words_rest).split_at_mut(word_ranges[number].len());
+            words_rest = rest;
+            read_at(gpu, &words, first, into)
+        })
+    };
+    // Whether or not every read was enqueued, none may still be writing into `parts`
+    // once this returns.
+    gpu.queue.finish().map_err(gpu.failed("clFinish"))?;
+    reads?;
 
     for (number, block_freqs) in freqs.into_iter().enumerate() {
-        let first = number * BLOCK_VALUES;
-        let n = BLOCK_VALUES.min(values - first);
-        let r = 1 + low_bits as usize - usize::from(zero_bits[number]);
-        let raw_start = packed_at + first * width;
-        let words_start = words_at + first;
         parts.blocks.push(BlockParts {
             zero_bits: u32::from(zero_bits[number]),
-            raw_bits: raw_start..raw_start + (n * r).div_ceil(8),
+            raw_bits: raw_ranges[number].clone(),
             freqs: block_freqs,
             states: block_states[number * LANES..][..LANES]
                 .try_into()
                 .expect("LANES states"),
-            words: words_start..words_start + block_words[number] as usize,
+            words: word_ranges[number].clone(),
         });
     }
     Ok(())
@@ -462,6 +488,26 @@ fn scratch<T>(gpu: &Gpu, count: usize) -> Result<Buffer<T>, Error> {
         )
     }
     .map_err(gpu.failed("clCreateBuffer"))
+}
+
+/// Enqueues a read of `into.len()` elements of `buffer` from element `at`, without
+/// waiting: the caller finishes the queue before it touches `into` again or lets it go.
+fn read_at<T>(gpu: &Gpu, buffer: &Buffer<T>, at: usize, into: &mut [T]) -> Result<(), Error> {
+    if into.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: invariant 5.
+    unsafe {
+        gpu.queue.enqueue_read_buffer(
+            buffer,
+            CL_NON_BLOCKING,
+            at * std::mem::size_of::<T>(),
+            into,
+            &[],
+        )
+    }
+    .map_err(gpu.failed("clEnqueueReadBuffer"))?;
+    Ok(())
 }
 
 /// Reads the first `into.len()` elements of `buffer`, waiting for the kernels before.
