@@ -16,9 +16,10 @@
 //! as new [`CodecId`] variants without touching the container format code.
 //!
 //! The [`Accelerator`] trait covers the bulk work that a GPU backend (in the `mmh-opencl`
-//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches and content-defined
-//! chunk boundaries. [`CpuAccelerator`] is the reference every backend must match byte
-//! for byte.
+//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches, content-defined
+//! chunk boundaries and the tensor codec, whose host half such a backend shares with the
+//! CPU codec through [`gpu`]. [`CpuAccelerator`] is the reference every backend must
+//! match byte for byte.
 //!
 //! This crate has no Cargo features.
 //!
