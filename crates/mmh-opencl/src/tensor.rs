@@ -696,6 +696,50 @@ mod tests {
     }
 
     #[test]
+    fn payloads_with_smaller_blocks_decode_as_on_the_cpu() {
+        let Some(device) = device() else { return };
+        // Writers use blocks of 2^15 values; a reader takes 2^10 to 2^20. A block's bytes
+        // depend only on its values, so coding each run of 2^g values alone gives the
+        // blocks of a payload with blocks of 2^g values.
+        for (kind, log) in [
+            (FloatKind::Bf16, 10),
+            (FloatKind::F32, 12),
+            (FloatKind::F8E5M2, 11),
+        ] {
+            let width = kind.width();
+            let mut raw = weights(kind, 5 << log, u64::from(log));
+            raw.extend(std::iter::repeat_n(7, width - 1));
+            let whole = raw.len() - raw.len() % width;
+            let mut stored = vec![kind.symbol_mantissa_bits() as u8];
+            stored.extend_from_slice(&raw[whole..]);
+            stored.push(log);
+            let mut blocks = Vec::new();
+            for values in raw[..whole].chunks(width << log) {
+                let mut alone = Vec::new();
+                assert!(
+                    CpuAccelerator
+                        .encode_tensor(values, kind, &mut alone)
+                        .unwrap()
+                );
+                // After k, the block size and a directory of one block.
+                let block = &alone[1 + 1 + 4..];
+                stored.extend_from_slice(&(block.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(block);
+            }
+            stored.extend_from_slice(&blocks);
+            let (mut cpu, mut ocl) = (Vec::new(), Vec::new());
+            CpuAccelerator
+                .decode_tensor(&stored, raw.len(), kind, &mut cpu)
+                .unwrap();
+            assert!(cpu == raw, "{kind:?}");
+            device
+                .decode_tensor(&stored, raw.len(), kind, &mut ocl)
+                .unwrap();
+            assert!(ocl == raw, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn a_device_with_little_memory_codes_in_batches_as_the_cpu_does() {
         if device().is_none() {
             return;
