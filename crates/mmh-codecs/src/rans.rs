@@ -281,7 +281,7 @@ pub struct EncSymbol {
     pub x_max: u32,
     /// The reciprocal of the frequency, scaled by `2^rcp_shift`.
     pub rcp_freq: u32,
-    /// The shift of the reciprocal (31 to 44).
+    /// The shift of the reciprocal (32 to 43).
     pub rcp_shift: u32,
     /// Added to the state: the symbol's cumulative frequency, corrected for frequency 1.
     pub bias: u32,
