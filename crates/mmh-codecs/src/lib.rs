@@ -16,9 +16,10 @@
 //! as new [`CodecId`] variants without touching the container format code.
 //!
 //! The [`Accelerator`] trait covers the bulk work that a GPU backend (in the `mmh-opencl`
-//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches and content-defined
-//! chunk boundaries. [`CpuAccelerator`] is the reference every backend must match byte
-//! for byte.
+//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches, content-defined
+//! chunk boundaries and the tensor codec, whose host half such a backend shares with the
+//! CPU codec through [`gpu`]. [`CpuAccelerator`] is the reference every backend must
+//! match byte for byte.
 //!
 //! This crate has no Cargo features.
 //!
@@ -63,3 +64,16 @@ pub use error::Error;
 pub use pattern::MAX_PATTERN_PERIOD;
 pub use planes::{join_planes, split_planes};
 pub use tensor::{BLOCK_VALUES, FloatKind};
+
+/// The host half of the tensor codec, for GPU backends: a backend does the work that
+/// grows with the values on its device (split values, count symbols, pack raw bits, run
+/// the rANS lanes) and leaves to these functions, the CPU codec's own, what grows with
+/// the alphabet or the block count (frequencies, encoder constants, tables, the payload's
+/// layout and every check of a payload before decoding). FORMAT.md §7.1 and §7.2 give the
+/// layout; the doc comments here say what each part holds.
+pub mod gpu {
+    pub use crate::rans::{EncSymbol, LANES, PROB_BITS, STATE_LOW, encoder_table, normalize};
+    pub use crate::tensor::{
+        BlockToDecode, EncodedBlock, Payload, read_payload, write_payload, zero_bits,
+    };
+}

@@ -13,14 +13,15 @@
 use crate::blocks;
 
 /// Probabilities are multiples of 2^-12.
-const PROB_BITS: u32 = 12;
+pub const PROB_BITS: u32 = 12;
 const PROB_SCALE: u32 = 1 << PROB_BITS;
 /// Interleaved states per block: enough independent work for a CPU core, and a
 /// quarter of a GPU warp.
-pub(crate) const LANES: usize = 8;
+pub const LANES: usize = 8;
 /// The lower bound of a state; states stay in `[STATE_LOW, 2^31)`, so the encoder's
-/// reciprocal division is exact and one 16-bit word always renormalises.
-const STATE_LOW: u32 = 1 << 15;
+/// reciprocal division is exact and one 16-bit word always renormalises. Every lane
+/// starts and ends here.
+pub const STATE_LOW: u32 = 1 << 15;
 /// The widest symbol the table can name.
 pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
 
@@ -65,15 +66,7 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
     debug_assert!(symbol_bits <= MAX_SYMBOL_BITS);
     let freqs = normalize(&histogram(symbols, symbol_bits), symbols.len());
     write_table(&freqs, out);
-
-    let mut encoders = vec![EncSymbol::default(); freqs.len()];
-    let mut cum = 0;
-    for (enc, &f) in encoders.iter_mut().zip(&freqs) {
-        if f > 0 {
-            *enc = EncSymbol::new(cum, f);
-        }
-        cum += f;
-    }
+    let encoders = encoder_table(&freqs);
     // Symbols are coded last to first so that they decode first to last; each can
     // emit at most one word. Whether it does is close to a coin toss for skewed
     // symbols, so the emission is arithmetic, not a branch: every step writes the word
@@ -101,12 +94,57 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
             lane_step(x, s);
         }
     }
+    write_lanes(&states, words[..emitted].iter().rev(), out);
+}
+
+/// Appends the lanes' final states and the words, given in stored order (the reverse of
+/// the order the encoder emitted them: ascending symbol index).
+pub(crate) fn write_lanes<'a>(
+    states: &[u32; LANES],
+    words: impl IntoIterator<Item = &'a u16>,
+    out: &mut Vec<u8>,
+) {
     for state in states {
         out.extend_from_slice(&state.to_le_bytes());
     }
-    for &word in words[..emitted].iter().rev() {
+    for &word in words {
         out.extend_from_slice(&word.to_le_bytes());
     }
+}
+
+/// What follows a block's table, read and checked: what a decoder needs besides the
+/// frequencies.
+pub(crate) struct Lanes<'a> {
+    /// The frequency of every symbol of the alphabet, summing to 4096.
+    pub(crate) freqs: Vec<u32>,
+    /// Each lane's initial state, in `[STATE_LOW, 2^31)`.
+    pub(crate) states: [u32; LANES],
+    /// The words as stored (u16 LE), a whole number of them.
+    pub(crate) words: &'a [u8],
+}
+
+/// Reads the table, the states and the words of a stream written by [`encode`],
+/// checking everything that can be checked without decoding.
+pub(crate) fn read_lanes(stream: &[u8], symbol_bits: u32) -> Result<Lanes<'_>, String> {
+    let (freqs, rest) = read_table(stream, symbol_bits)?;
+    let Some((state_bytes, words)) = rest.split_at_checked(4 * LANES) else {
+        return Err(format!("the {LANES} lane states are cut short"));
+    };
+    if words.len() % 2 != 0 {
+        return Err(format!("{} bytes of words is not whole words", words.len()));
+    }
+    let mut states = [0u32; LANES];
+    for (state, bytes) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
+        *state = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+        if !(STATE_LOW..1 << 31).contains(state) {
+            return Err(format!("lane state {state:#x} is out of range"));
+        }
+    }
+    Ok(Lanes {
+        freqs,
+        states,
+        words,
+    })
 }
 
 /// What decoding a block needs besides its bytes, reused from block to block.
@@ -138,7 +176,18 @@ pub(crate) fn decode(
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
-    let (freqs, rest) = read_table(stream, symbol_bits)?;
+    let lanes = read_lanes(stream, symbol_bits)?;
+    decode_lanes(&lanes.freqs, lanes.states, lanes.words, scratch, symbols)
+}
+
+/// Decodes `symbols.len()` symbols from what [`read_lanes`] read.
+pub(crate) fn decode_lanes(
+    freqs: &[u32],
+    mut states: [u32; LANES],
+    word_bytes: &[u8],
+    scratch: &mut DecodeScratch,
+    symbols: &mut [u16],
+) -> Result<(), String> {
     let mut cum = 0usize;
     for (s, &f) in freqs.iter().enumerate() {
         for j in 0..f as usize {
@@ -146,22 +195,6 @@ pub(crate) fn decode(
             scratch.step[cum + j] = (f << 16) | j as u32;
         }
         cum += f as usize;
-    }
-    let Some((state_bytes, word_bytes)) = rest.split_at_checked(4 * LANES) else {
-        return Err(format!("the {LANES} lane states are cut short"));
-    };
-    if word_bytes.len() % 2 != 0 {
-        return Err(format!(
-            "{} bytes of words is not whole words",
-            word_bytes.len()
-        ));
-    }
-    let mut states = [0u32; LANES];
-    for (state, bytes) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
-        *state = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
-        if !(STATE_LOW..1 << 31).contains(state) {
-            return Err(format!("lane state {state:#x} is out of range"));
-        }
     }
     let words = &mut scratch.words;
     words.clear();
@@ -238,15 +271,36 @@ fn histogram(symbols: &[u16], symbol_bits: u32) -> Vec<u32> {
 }
 
 /// What coding one symbol takes: ryg's reciprocal form of
-/// `x' = (x / f) * 4096 + x % f + cum`, exact for states below 2^31.
-#[derive(Debug, Clone, Copy, Default)]
-struct EncSymbol {
+/// `x' = (x / f) * 4096 + x % f + cum`, exact for states below 2^31. One step of a lane,
+/// given its state `x`: if `x >= x_max`, emit `x & 0xFFFF` and shift `x` right by 16;
+/// then `q = (x * rcp_freq) >> rcp_shift` (a 64-bit product) and
+/// `x += bias + q * cmpl_freq` (32-bit arithmetic, which never wraps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncSymbol {
     /// A state at or above this is renormalised first.
-    x_max: u32,
-    rcp_freq: u32,
-    rcp_shift: u32,
-    bias: u32,
-    cmpl_freq: u32,
+    pub x_max: u32,
+    /// The reciprocal of the frequency, scaled by `2^rcp_shift`.
+    pub rcp_freq: u32,
+    /// The shift of the reciprocal (32 to 43).
+    pub rcp_shift: u32,
+    /// Added to the state: the symbol's cumulative frequency, corrected for frequency 1.
+    pub bias: u32,
+    /// `4096 - f`.
+    pub cmpl_freq: u32,
+}
+
+/// The encoder's constants of every symbol, given the frequencies (from [`normalize`]):
+/// symbols of frequency 0 get zeros, as they never occur.
+pub fn encoder_table(freqs: &[u32]) -> Vec<EncSymbol> {
+    let mut encoders = vec![EncSymbol::default(); freqs.len()];
+    let mut cum = 0;
+    for (enc, &f) in encoders.iter_mut().zip(freqs) {
+        if f > 0 {
+            *enc = EncSymbol::new(cum, f);
+        }
+        cum += f;
+    }
+    encoders
 }
 
 impl EncSymbol {
@@ -275,10 +329,12 @@ impl EncSymbol {
     }
 }
 
-/// Frequencies summing to 4096, every symbol that occurs at least 1: each symbol's
-/// share rounded down, what that leaves given to the most frequent symbol, and what
-/// giving rare symbols 1 overspends taken back from the largest ones first.
-fn normalize(counts: &[u32], total: usize) -> Vec<u32> {
+/// Frequencies summing to 4096, every symbol that occurs at least 1, from a block's
+/// symbol counts (`counts[s]`: how often symbol `s` occurs; `total`: their sum, the
+/// block's values): each symbol's share rounded down, what that leaves given to the most
+/// frequent symbol, and what giving rare symbols 1 overspends taken back from the largest
+/// ones first (FORMAT.md §7.2).
+pub fn normalize(counts: &[u32], total: usize) -> Vec<u32> {
     let total = total.max(1) as u64;
     let mut freqs: Vec<u32> = counts
         .iter()
@@ -315,7 +371,7 @@ fn normalize(counts: &[u32], total: usize) -> Vec<u32> {
 /// (u16), then their frequencies, each in one byte (1 to 127) or two (`0x80 | f >> 8`,
 /// `f & 0xFF`), except that a run of `r` absent symbols (1 to 256) is the bytes 0 and
 /// `r - 1`: outliers spread a table thin.
-fn write_table(freqs: &[u32], out: &mut Vec<u8>) {
+pub(crate) fn write_table(freqs: &[u32], out: &mut Vec<u8>) {
     let first = freqs.iter().position(|&f| f > 0).unwrap_or(0);
     let last = freqs.iter().rposition(|&f| f > 0).unwrap_or(0);
     out.extend_from_slice(&(first as u16).to_le_bytes());

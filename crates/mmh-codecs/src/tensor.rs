@@ -11,6 +11,7 @@
 //! independently, on CPU cores now and GPU threads later. FORMAT.md §7.1 fixes the
 //! layout.
 
+use crate::Error;
 use crate::blocks;
 use crate::codec::CodecId;
 use crate::rans;
@@ -107,6 +108,18 @@ impl FloatKind {
         self.bits().symbol_mantissa
     }
 
+    /// Bits of a value's symbol when it takes `k` mantissa bits: the exponent and those
+    /// (`E + k`, FORMAT.md §7.1).
+    pub const fn symbol_bits(self, k: u32) -> u32 {
+        self.bits().exponent + k
+    }
+
+    /// Mantissa bits below the symbol when it takes `k` of them (`M - k`): the raw field
+    /// holds the sign and these, less the block's zero bits.
+    pub const fn low_bits(self, k: u32) -> u32 {
+        self.bits().mantissa - k
+    }
+
     const fn bits(self) -> Bits {
         let (exponent, mantissa, symbol_mantissa) = match self {
             FloatKind::Bf16 => (8, 7, 1),
@@ -174,23 +187,89 @@ struct Scratch {
 /// Encodes `raw` as values of `kind` into `out` (FORMAT.md §7.1); returns whether the
 /// result is smaller than `raw`.
 pub(crate) fn encode(raw: &[u8], kind: FloatKind, out: &mut Vec<u8>) -> bool {
+    let mut scratch = Scratch::default();
+    write_frame(raw, kind, out, |_, block, out| {
+        encode_block(block, kind, &mut scratch, out);
+    })
+}
+
+/// Clears `out` and writes the payload of `raw`: `k`, the tail, the block size and the
+/// directory, then what `block` appends for each block (given its number and its values'
+/// bytes). Stops as soon as the payload reaches `raw.len()` bytes and returns false.
+fn write_frame<'a>(
+    raw: &'a [u8],
+    kind: FloatKind,
+    out: &mut Vec<u8>,
+    mut block: impl FnMut(usize, &'a [u8], &mut Vec<u8>),
+) -> bool {
     out.clear();
     let width = kind.width();
-    let bits = kind.bits();
     let whole = raw.len() - raw.len() % width;
-    out.push(bits.symbol_mantissa as u8);
+    out.push(kind.bits().symbol_mantissa as u8);
     out.extend_from_slice(&raw[whole..]);
-    let mut scratch = Scratch::default();
+    let mut number = 0;
     blocks::write(
         out,
         &raw[..whole],
         width,
         BLOCK_LOG,
         raw.len(),
-        |block, out| {
-            encode_block(block, kind, &mut scratch, out);
+        |values, out| {
+            block(number, values, out);
+            number += 1;
         },
     )
+}
+
+/// A block's zero bits (FORMAT.md §7.1), given `ones`, the OR of its values' `low_bits`
+/// low mantissa bits ([`FloatKind::low_bits`]): those of them that are zero throughout.
+pub fn zero_bits(ones: u64, low_bits: u32) -> u32 {
+    ones.trailing_zeros().min(low_bits)
+}
+
+/// One block of [`BLOCK_VALUES`] values (or fewer, the last), coded by a GPU backend in
+/// parts, for [`write_payload`].
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedBlock<'a> {
+    /// The block's [`zero_bits`].
+    pub zero_bits: u32,
+    /// The raw fields, packed (FORMAT.md §7.1): `⌈n·R / 8⌉` bytes.
+    pub raw_bits: &'a [u8],
+    /// The frequencies, from [`normalize`](crate::gpu::normalize) of the block's symbol
+    /// counts.
+    pub freqs: &'a [u32],
+    /// Each lane's state after coding the block's symbols last to first.
+    pub states: [u32; rans::LANES],
+    /// The words in stored order: by ascending index of the symbol that emitted each.
+    pub words: &'a [u16],
+}
+
+/// Clears `out` and writes the payload of `raw` from the parts of its blocks, one per
+/// [`BLOCK_VALUES`] values of `kind` in `raw`: byte for byte what the CPU codec writes,
+/// and the same result, whether it is smaller than `raw`. The blocks' parts are not
+/// checked: they are the backend's output, not input from outside.
+///
+/// # Panics
+///
+/// When `blocks` does not hold exactly one block per [`BLOCK_VALUES`] values.
+pub fn write_payload(
+    raw: &[u8],
+    kind: FloatKind,
+    blocks: &[EncodedBlock<'_>],
+    out: &mut Vec<u8>,
+) -> bool {
+    assert_eq!(
+        blocks.len(),
+        (raw.len() / kind.width()).div_ceil(BLOCK_VALUES),
+        "one block per {BLOCK_VALUES} values"
+    );
+    write_frame(raw, kind, out, |number, _, out| {
+        let block = &blocks[number];
+        out.push(block.zero_bits as u8);
+        out.extend_from_slice(block.raw_bits);
+        rans::write_table(block.freqs, out);
+        rans::write_lanes(&block.states, block.words, out);
+    })
 }
 
 fn encode_block(block: &[u8], kind: FloatKind, scratch: &mut Scratch, out: &mut Vec<u8>) {
@@ -209,15 +288,15 @@ fn encode_block_of<const W: usize>(
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) {
-    let bits = kind.bits();
-    let low_bits = bits.mantissa - bits.symbol_mantissa;
+    let k = kind.symbol_mantissa_bits();
+    let low_bits = kind.low_bits(k);
     let values = || block.chunks_exact(W).map(read_le::<W>);
     let low_mask = (1u64 << low_bits) - 1;
     let ones = values().fold(0, |acc, v| acc | (v & low_mask));
     let split = Split {
-        symbol_bits: bits.exponent + bits.symbol_mantissa,
+        symbol_bits: kind.symbol_bits(k),
         low_bits,
-        zero_bits: ones.trailing_zeros().min(low_bits),
+        zero_bits: zero_bits(ones, low_bits),
         value_bits: 8 * W as u32,
     };
     out.push(split.zero_bits as u8);
@@ -239,6 +318,22 @@ pub(crate) fn decode(
     kind: FloatKind,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let (k, tail, blocks) = read_frame(stored, raw_len, kind)?;
+    out.reserve_exact(raw_len);
+    let mut scratch = Scratch::default();
+    for (number, (block, values)) in blocks.into_iter().enumerate() {
+        read_block(block, values, kind, k)
+            .and_then(|block| decode_block(&block, kind, k, &mut scratch, out))
+            .map_err(|reason| format!("block {number}: {reason}"))?;
+    }
+    out.extend_from_slice(tail);
+    Ok(())
+}
+
+/// The symbol's mantissa bits `k`, the tail and each block's bytes and values, checked.
+type Frame<'a> = (u32, &'a [u8], Vec<(&'a [u8], usize)>);
+
+fn read_frame(stored: &[u8], raw_len: usize, kind: FloatKind) -> Result<Frame<'_>, String> {
     let width = kind.width();
     let bits = kind.bits();
     let whole = raw_len - raw_len % width;
@@ -255,26 +350,72 @@ pub(crate) fn decode(
     let Some((tail, rest)) = rest.split_at_checked(raw_len % width) else {
         return Err("the tail bytes are cut short".into());
     };
-    out.reserve_exact(raw_len);
-    let mut scratch = Scratch::default();
-    for (number, (block, values)) in blocks::read(rest, whole / width)?.into_iter().enumerate() {
-        decode_block(block, values, kind, k, &mut scratch, out)
-            .map_err(|reason| format!("block {number}: {reason}"))?;
-    }
-    out.extend_from_slice(tail);
-    Ok(())
+    Ok((k, tail, blocks::read(rest, whole / width)?))
 }
 
-fn decode_block(
+/// A tensor codec payload, read and checked as far as it can be without decoding: what a
+/// GPU backend decodes from, from [`read_payload`].
+#[derive(Debug)]
+pub struct Payload<'a> {
+    /// The mantissa bits in each symbol (`k`): see [`FloatKind::symbol_bits`] and
+    /// [`FloatKind::low_bits`].
+    pub symbol_mantissa_bits: u32,
+    /// The bytes after the last whole value, to append as they are.
+    pub tail: &'a [u8],
+    /// The blocks, in order.
+    pub blocks: Vec<BlockToDecode<'a>>,
+}
+
+/// One block of a [`Payload`], its lengths checked against each other.
+#[derive(Debug)]
+pub struct BlockToDecode<'a> {
+    /// How many values it decodes to.
+    pub values: usize,
+    /// Its zero bits, at most [`FloatKind::low_bits`].
+    pub zero_bits: u32,
+    /// The packed raw fields: exactly `⌈values·R / 8⌉` bytes.
+    pub raw_bits: &'a [u8],
+    /// The frequency of every symbol below `2^symbol_bits`, summing to 4096.
+    pub freqs: Vec<u32>,
+    /// Each lane's initial state, in `[STATE_LOW, 2^31)`.
+    pub states: [u32; rans::LANES],
+    /// The words (u16 LE), a whole number of them. Whether the lanes use exactly these
+    /// is known only by decoding: running out, leaving words over, or a lane that does
+    /// not end in [`STATE_LOW`](crate::gpu::STATE_LOW) is corruption.
+    pub words: &'a [u8],
+}
+
+/// Reads a payload of `raw_len` bytes of `kind`, treating `stored` as hostile: every
+/// length, the `k`, each block's zero bits, table and states are checked, and errors are
+/// [`Error::Corrupt`] naming the block, as the CPU codec reports them.
+pub fn read_payload(stored: &[u8], raw_len: usize, kind: FloatKind) -> Result<Payload<'_>, Error> {
+    let corrupt = |reason| Error::Corrupt {
+        codec: kind.codec(),
+        reason,
+    };
+    let (k, tail, blocks) = read_frame(stored, raw_len, kind).map_err(corrupt)?;
+    let blocks = blocks
+        .into_iter()
+        .enumerate()
+        .map(|(number, (block, values))| {
+            read_block(block, values, kind, k)
+                .map_err(|reason| corrupt(format!("block {number}: {reason}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Payload {
+        symbol_mantissa_bits: k,
+        tail,
+        blocks,
+    })
+}
+
+fn read_block(
     block: &[u8],
     values: usize,
     kind: FloatKind,
     k: u32,
-    scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let bits = kind.bits();
-    let low_bits = bits.mantissa - k;
+) -> Result<BlockToDecode<'_>, String> {
+    let low_bits = kind.low_bits(k);
     let Some((&zero_bits, rest)) = block.split_first() else {
         return Err("it is empty".into());
     };
@@ -284,26 +425,50 @@ fn decode_block(
             "{zero_bits} zero mantissa bits, more than the {low_bits} below the symbol"
         ));
     }
-    let split = Split {
-        symbol_bits: bits.exponent + k,
-        low_bits,
-        zero_bits,
-        value_bits: 8 * kind.width() as u32,
-    };
-    let raw_len = (values * split.raw_bits() as usize).div_ceil(8);
-    let Some((raw, stream)) = rest.split_at_checked(raw_len) else {
+    let raw_len = (values * (1 + low_bits - zero_bits) as usize).div_ceil(8);
+    let Some((raw_bits, stream)) = rest.split_at_checked(raw_len) else {
         return Err(format!("its {raw_len} bytes of raw bits are cut short"));
     };
+    let rans::Lanes {
+        freqs,
+        states,
+        words,
+    } = rans::read_lanes(stream, kind.symbol_bits(k))?;
+    Ok(BlockToDecode {
+        values,
+        zero_bits,
+        raw_bits,
+        freqs,
+        states,
+        words,
+    })
+}
+
+fn decode_block(
+    block: &BlockToDecode<'_>,
+    kind: FloatKind,
+    k: u32,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let split = Split {
+        symbol_bits: kind.symbol_bits(k),
+        low_bits: kind.low_bits(k),
+        zero_bits: block.zero_bits,
+        value_bits: 8 * kind.width() as u32,
+    };
+    let values = block.values;
     scratch.symbols.clear();
     scratch.symbols.resize(values, 0);
-    rans::decode(
-        stream,
-        split.symbol_bits,
+    rans::decode_lanes(
+        &block.freqs,
+        block.states,
+        block.words,
         &mut scratch.rans,
         &mut scratch.symbols,
     )?;
     scratch.raw.clear();
-    scratch.raw.extend_from_slice(raw);
+    scratch.raw.extend_from_slice(block.raw_bits);
     scratch.raw.extend_from_slice(&[0; 8]);
     let start = out.len();
     out.resize(start + values * kind.width(), 0);
