@@ -4,8 +4,8 @@
 // block count: frequencies, encoder constants, tables, the payload's layout and every
 // length check before decoding.
 //
-// Values are read and written byte by byte (vloadN/vstoreN of uchar): any alignment, and
-// the same result whatever the device's endianness.
+// Values are read and written byte by byte: any alignment, and the same result whatever
+// the device's endianness.
 
 #define LANES 8
 #define PROB_BITS 12
@@ -43,41 +43,18 @@
 #define BAD_END 3
 
 inline ulong load_value(__global const uchar *raw, uint i, uint width) {
-    switch (width) {
-    case 1:
-        return raw[i];
-    case 2: {
-        uchar2 b = vload2(i, raw);
-        return (ulong)b.s0 | (ulong)b.s1 << 8;
+    __global const uchar *p = raw + (size_t)i * width;
+    ulong v = 0;
+    for (uint b = 0; b < width; b++) {
+        v |= (ulong)p[b] << (8 * b);
     }
-    case 4: {
-        uchar4 b = vload4(i, raw);
-        return (ulong)b.s0 | (ulong)b.s1 << 8 | (ulong)b.s2 << 16 | (ulong)b.s3 << 24;
-    }
-    default: {
-        uchar8 b = vload8(i, raw);
-        return (ulong)b.s0 | (ulong)b.s1 << 8 | (ulong)b.s2 << 16 | (ulong)b.s3 << 24 |
-               (ulong)b.s4 << 32 | (ulong)b.s5 << 40 | (ulong)b.s6 << 48 | (ulong)b.s7 << 56;
-    }
-    }
+    return v;
 }
 
 inline void store_value(__global uchar *out, uint i, uint width, ulong v) {
-    switch (width) {
-    case 1:
-        out[i] = (uchar)v;
-        break;
-    case 2:
-        vstore2((uchar2)((uchar)v, (uchar)(v >> 8)), i, out);
-        break;
-    case 4:
-        vstore4((uchar4)((uchar)v, (uchar)(v >> 8), (uchar)(v >> 16), (uchar)(v >> 24)), i, out);
-        break;
-    default:
-        vstore8((uchar8)((uchar)v, (uchar)(v >> 8), (uchar)(v >> 16), (uchar)(v >> 24),
-                         (uchar)(v >> 32), (uchar)(v >> 40), (uchar)(v >> 48), (uchar)(v >> 56)),
-                i, out);
-        break;
+    __global uchar *p = out + (size_t)i * width;
+    for (uint b = 0; b < width; b++) {
+        p[b] = (uchar)(v >> (8 * b));
     }
 }
 

@@ -213,7 +213,7 @@ impl<D: Device> Accelerator for GpuAccelerator<D> {
         kind: FloatKind,
         out: &mut Vec<u8>,
     ) -> Result<bool, mmh_codecs::Error> {
-        tensor::encode(&self.devices, raw, kind, out)
+        tensor::encode(&self.devices, raw, kind, out, self.batch_limit)
     }
 
     fn decode_tensor(
@@ -223,7 +223,7 @@ impl<D: Device> Accelerator for GpuAccelerator<D> {
         kind: FloatKind,
         out: &mut Vec<u8>,
     ) -> Result<(), mmh_codecs::Error> {
-        tensor::decode(&self.devices, stored, raw_len, kind, out)
+        tensor::decode(&self.devices, stored, raw_len, kind, out, self.batch_limit)
     }
 }
 

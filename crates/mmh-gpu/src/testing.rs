@@ -1,14 +1,15 @@
 //! The device tests every backend runs, written once: [`device_backend_tests!`] puts them
 //! and the parity suite ([`mmh_codecs::parity`]) in a backend's test crate. They compare
 //! with the CPU backend on boundary cases chosen for the host side of each operation
-//! (SHA-256 padding and pieces carried across uploads, CDC windows and the chunk walk),
+//! (SHA-256 padding and pieces carried across uploads, CDC windows and the chunk walk,
+//! tensor batches and payload checks),
 //! with batch limits small enough to split every batch, on every device and on the
 //! first device opened twice, so the paths that spread work over devices run on a
 //! one-device machine.
 //!
 //! [`device_backend_tests!`]: crate::device_backend_tests
 
-use mmh_codecs::{CdcParams, parity};
+use mmh_codecs::{Accelerator, BLOCK_VALUES, CdcParams, CpuAccelerator, FloatKind, parity};
 
 use crate::{Device, Error, GpuAccelerator};
 
@@ -20,12 +21,15 @@ pub struct Backends<D: Device> {
     pub twice: GpuAccelerator<D>,
 }
 
+/// A backend's constructor, given the numbers of the devices to open (all when `None`).
+pub type Open<D> = fn(Option<&[usize]>) -> Result<GpuAccelerator<D>, Error>;
+
 /// Opens the backends with `open` (a backend's constructor, given the device numbers),
 /// or `None` with the reason printed when this machine has none of its devices; with the
 /// environment variable `require` set to 1 that is a failure, and any other error always
 /// is.
 pub fn open<D: Device>(
-    open: fn(Option<&[usize]>) -> Result<GpuAccelerator<D>, Error>,
+    open: Open<D>,
     require: &str,
 ) -> Option<Backends<D>> {
     match open(None) {
@@ -122,7 +126,7 @@ impl<D: Device> Backends<D> {
             }
         }
         for p in [params(64, 256, 1024), params(512, 2048, 8192)] {
-            let cuts = mmh_codecs::CpuAccelerator
+            let cuts = CpuAccelerator
                 .find_chunk_boundaries(&data[..200_000], &p)
                 .expect("cpu");
             let mut tested = [0, 0];
@@ -156,9 +160,88 @@ impl<D: Device> Backends<D> {
             }
         }
     }
-}
 
-use mmh_codecs::Accelerator as _;
+    /// The tensor codec where the host side has choices to get wrong: batches of a few
+    /// blocks on a device with little memory; fp32 holding bf16 values (the zero bits);
+    /// damaged payloads, which must be the errors the CPU reports, word for word; and
+    /// payloads with blocks smaller than writers use, which readers must take.
+    pub fn tensor_cases(&self) {
+        for kind in [FloatKind::Bf16, FloatKind::F64, FloatKind::F8E4M3] {
+            let raw = parity::weights(kind, 7 * BLOCK_VALUES + 1234, 17);
+            for backend in self.each(2 << 20) {
+                parity::tensor(&backend, &raw, kind).unwrap();
+            }
+        }
+        let bf16 = parity::weights(FloatKind::Bf16, 40_000, 3);
+        let fp32: Vec<u8> = bf16.chunks(2).flat_map(|v| [0, 0, v[0], v[1]]).collect();
+        parity::tensor(&self.all, &fp32, FloatKind::F32).unwrap();
+
+        let kind = FloatKind::Bf16;
+        let raw = parity::weights(kind, 40_000, 1);
+        let mut stored = Vec::new();
+        assert!(
+            CpuAccelerator
+                .encode_tensor(&raw, kind, &mut stored)
+                .unwrap()
+        );
+        // The last block's words, one longer: a word is left over.
+        let mut longer = stored.clone();
+        longer.extend([0, 0]);
+        let directory = 2 + 4;
+        let len = u32::from_le_bytes(longer[directory..][..4].try_into().unwrap());
+        longer[directory..][..4].copy_from_slice(&(len + 2).to_le_bytes());
+        let cuts = [0, 1, 5, stored.len() - 2, stored.len() - 1];
+        let damaged = cuts.iter().map(|&cut| &stored[..cut]).chain([&longer[..]]);
+        for payload in damaged {
+            let mut out = Vec::new();
+            let error = self
+                .all
+                .decode_tensor(payload, raw.len(), kind, &mut out)
+                .unwrap_err();
+            assert!(out.is_empty());
+            let cpu = CpuAccelerator
+                .decode_tensor(payload, raw.len(), kind, &mut out)
+                .unwrap_err();
+            assert_eq!(error.to_string(), cpu.to_string());
+        }
+
+        // Writers use blocks of 2^15 values; a reader takes 2^10 to 2^20. A block's bytes
+        // depend only on its values, so coding each run of 2^g values alone gives the
+        // blocks of a payload with blocks of 2^g values.
+        for (kind, log) in [
+            (FloatKind::Bf16, 10),
+            (FloatKind::F32, 12),
+            (FloatKind::F8E5M2, 11),
+        ] {
+            let width = kind.width();
+            let mut raw = parity::weights(kind, 5 << log, u64::from(log));
+            raw.extend(std::iter::repeat_n(7, width - 1));
+            let whole = raw.len() - raw.len() % width;
+            let mut stored = vec![kind.symbol_mantissa_bits() as u8];
+            stored.extend_from_slice(&raw[whole..]);
+            stored.push(log);
+            let mut blocks = Vec::new();
+            for values in raw[..whole].chunks(width << log) {
+                let mut alone = Vec::new();
+                assert!(
+                    CpuAccelerator
+                        .encode_tensor(values, kind, &mut alone)
+                        .unwrap()
+                );
+                // After k, the block size and a directory of one block.
+                let block = &alone[1 + 1 + 4..];
+                stored.extend_from_slice(&(block.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(block);
+            }
+            stored.extend_from_slice(&blocks);
+            let mut out = Vec::new();
+            self.all
+                .decode_tensor(&stored, raw.len(), kind, &mut out)
+                .unwrap();
+            assert!(out == raw, "{kind:?} in blocks of 2^{log}");
+        }
+    }
+}
 
 /// Seeded uniformly random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -208,6 +291,13 @@ macro_rules! device_backend_tests {
         fn cdc_cases() {
             if let Some(backends) = device_backends() {
                 backends.cdc_cases();
+            }
+        }
+
+        #[test]
+        fn tensor_cases() {
+            if let Some(backends) = device_backends() {
+                backends.tensor_cases();
             }
         }
 
