@@ -231,6 +231,12 @@ impl mmh_gpu::Device for CudaDevice {
             .map_err(self.failed("cuStreamSynchronize"))
     }
 
+    fn finish(&self) -> Result<(), Error> {
+        self.stream
+            .synchronize()
+            .map_err(self.failed("cuStreamSynchronize"))
+    }
+
     fn mem<T: Scalar>(buffer: &CudaBuffer<T>) -> u64 {
         let stream = buffer.bytes.stream();
         let (pointer, _sync) = buffer.bytes.device_ptr(stream);

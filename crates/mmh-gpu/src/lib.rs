@@ -17,12 +17,15 @@ pub mod kernels;
 mod sha256;
 mod tensor;
 pub mod testing;
+mod timed;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use mmh_codecs::{Accelerator, CdcParams, Digest, FloatKind};
 
 pub use error::Error;
+use timed::{Stages, Timed};
 
 /// What `mmh info --accel` shows of a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,9 @@ pub trait Device: Send + 'static {
     /// `buffer` as a kernel argument.
     fn mem<T: Scalar>(buffer: &Self::Buffer<T>) -> Self::Mem;
 
+    /// Waits until every launch before is done.
+    fn finish(&self) -> Result<(), Error>;
+
     /// Launches the kernel `name` of the kernel file `file` over `global` work-items in
     /// one dimension, in work-groups of `local` (which divides `global`), or of 64.
     ///
@@ -129,7 +135,9 @@ pub trait Device: Send + 'static {
 /// The device backend over one or more devices of one kind.
 pub struct GpuAccelerator<D: Device> {
     /// One lock per device: a device serves one batch at a time.
-    devices: Arc<Vec<Mutex<D>>>,
+    devices: Arc<Vec<Mutex<Timed<D>>>>,
+    /// Where the devices' time went, all devices together.
+    stages: Arc<Stages>,
     /// The most bytes one batch puts on a device, besides what its memory allows.
     batch_limit: usize,
 }
@@ -141,6 +149,15 @@ impl<D: Device> std::fmt::Debug for GpuAccelerator<D> {
             .field("devices", &self.device_infos())
             .finish()
     }
+}
+
+/// Where a device backend's time went ([`GpuAccelerator::take_stage_times`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Copies to and from devices, and allocations.
+    pub transfer: Duration,
+    /// Kernels, from launch until done.
+    pub kernels: Duration,
 }
 
 /// The default batch limit: large enough that a launch costs little next to its
@@ -156,8 +173,14 @@ impl<D: Device> GpuAccelerator<D> {
                 which: String::new(),
             });
         }
+        let stages = Arc::new(Stages::default());
+        let devices = devices
+            .into_iter()
+            .map(|device| Mutex::new(Timed::new(device, Arc::clone(&stages))))
+            .collect();
         Ok(GpuAccelerator {
-            devices: Arc::new(devices.into_iter().map(Mutex::new).collect()),
+            devices: Arc::new(devices),
+            stages,
             batch_limit: DEFAULT_BATCH_LIMIT,
         })
     }
@@ -167,8 +190,16 @@ impl<D: Device> GpuAccelerator<D> {
     pub fn with_batch_limit(&self, bytes: usize) -> Self {
         GpuAccelerator {
             devices: Arc::clone(&self.devices),
+            stages: Arc::clone(&self.stages),
             batch_limit: bytes,
         }
+    }
+
+    /// Time the devices spent since the last call, all devices together: copying to and
+    /// from them (allocations included), and running kernels (launch to finish). The rest
+    /// of a call's time is the host's.
+    pub fn take_stage_times(&self) -> StageTimes {
+        self.stages.take()
     }
 
     /// The devices in use.

@@ -28,10 +28,7 @@ pub type Open<D> = fn(Option<&[usize]>) -> Result<GpuAccelerator<D>, Error>;
 /// or `None` with the reason printed when this machine has none of its devices; with the
 /// environment variable `require` set to 1 that is a failure, and any other error always
 /// is.
-pub fn open<D: Device>(
-    open: Open<D>,
-    require: &str,
-) -> Option<Backends<D>> {
+pub fn open<D: Device>(open: Open<D>, require: &str) -> Option<Backends<D>> {
     match open(None) {
         Ok(all) => Some(Backends {
             all,

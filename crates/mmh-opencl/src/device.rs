@@ -178,6 +178,10 @@ impl mmh_gpu::Device for OpenClDevice {
         buffer.get()
     }
 
+    fn finish(&self) -> Result<(), Error> {
+        self.queue.finish().map_err(self.failed("clFinish"))
+    }
+
     unsafe fn run(
         &self,
         file: &str,

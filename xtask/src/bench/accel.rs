@@ -9,19 +9,21 @@
 //! `mmh_dir` with the backend, from and to memory. One untimed warm-up call, then the
 //! best of [`RUNS`], one thread of calls (the CPU backend's digests use every core).
 //!
-//! The bound column names the slowest of the stages a row goes through: "read" (the
-//! file from the page cache, end-to-end rows only) or the operation itself, which for a
-//! device backend is its copies and its kernels together: the OpenCL calls here are
-//! synchronous, so they are not timed apart.
+//! Device backends count where their time goes (`GpuAccelerator::take_stage_times`):
+//! copies to and from the device, and kernels from launch to finish; the rest of a call is
+//! the host's (payload layout, tables, the CDC walk). The bound column names the largest
+//! of those, or "read" for an end-to-end row that reading its input from the page cache
+//! would hold back; on the CPU backend everything is "host".
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use mmh_benches::Rng;
 use mmh_codecs::{Accelerator, CdcParams, CpuAccelerator, FloatKind};
-use mmh_dir::{AccelChoice, Backend, EntryMeta, FoldOptions, Quiet};
+use mmh_dir::{AccelChoice, EntryMeta, FoldOptions, Quiet};
+use mmh_gpu::{Device, GpuAccelerator, StageTimes};
 use serde::Serialize;
 
 use super::{Config, SEED};
@@ -54,6 +56,10 @@ pub struct AccelRow {
     pub runs_s: Vec<f64>,
     /// Whether the output was byte for byte the CPU backend's.
     pub same_as_cpu: bool,
+    /// Shares of a run's time, in percent: copies, kernels, host.
+    pub transfer_pct: f64,
+    pub kernels_pct: f64,
+    pub host_pct: f64,
     pub bound: String,
 }
 
@@ -81,23 +87,81 @@ pub fn measure(config: &Config) -> Result<Vec<AccelResult>> {
     let read_mb_s = read_speed(&inputs.model)?;
     let mut results = Vec::new();
     for &choice in &config.accel {
-        let backend = Backend::open(choice, None)?;
-        let available = choice == AccelChoice::Cpu || backend.cpu_reason().is_none();
-        eprintln!("bench: accel: {choice} ({})", backend.describe());
-        let mut result = AccelResult {
-            backend: choice.to_string(),
-            devices: backend
-                .cpu_reason()
-                .map_or_else(|| backend.describe(), str::to_owned),
-            available,
-            rows: Vec::new(),
+        eprintln!("bench: accel: {choice}");
+        let measured = match choice {
+            AccelChoice::Cpu => Ok(Measured {
+                devices: format!("CPU, {} threads", rayon::current_num_threads()),
+                rows: rows(
+                    Arc::new(CpuAccelerator),
+                    &|| None,
+                    &inputs,
+                    &reference,
+                    read_mb_s,
+                )?,
+            }),
+            AccelChoice::OpenCl => {
+                on_devices(mmh_opencl::open(None), &inputs, &reference, read_mb_s)?
+            }
+            AccelChoice::Cuda => on_devices(mmh_cuda::open(None), &inputs, &reference, read_mb_s)?,
+            AccelChoice::Auto => anyhow::bail!("--accel takes backends by name: cpu, opencl, cuda"),
         };
-        if available {
-            result.rows = rows(Arc::new(backend), &inputs, &reference, read_mb_s)?;
-        }
-        results.push(result);
+        results.push(match measured {
+            Ok(measured) => AccelResult {
+                backend: choice.to_string(),
+                devices: measured.devices,
+                available: true,
+                rows: measured.rows,
+            },
+            Err(why) => AccelResult {
+                backend: choice.to_string(),
+                devices: why,
+                available: false,
+                rows: Vec::new(),
+            },
+        });
     }
     Ok(results)
+}
+
+/// A backend's rows, and its devices.
+struct Measured {
+    devices: String,
+    rows: Vec<AccelRow>,
+}
+
+/// Measures a device backend, or says why it did not open.
+fn on_devices<D: Device>(
+    opened: Result<GpuAccelerator<D>, mmh_gpu::Error>,
+    inputs: &Inputs,
+    reference: &Outputs,
+    read_mb_s: f64,
+) -> Result<Result<Measured, String>> {
+    let accelerator = match opened {
+        Ok(accelerator) => Arc::new(accelerator),
+        Err(why) => return Ok(Err(why.to_string())),
+    };
+    let devices = accelerator
+        .device_infos()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({}, {}, {} MiB)",
+                d.name,
+                d.platform,
+                d.version,
+                d.memory >> 20
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let stages = {
+        let accelerator = Arc::clone(&accelerator);
+        move || Some(accelerator.take_stage_times())
+    };
+    Ok(Ok(Measured {
+        devices,
+        rows: rows(accelerator, &stages, inputs, reference, read_mb_s)?,
+    }))
 }
 
 /// A safetensors file holding `weights` as one BF16 tensor.
@@ -144,7 +208,7 @@ fn outputs(backend: &dyn Accelerator, inputs: &Inputs) -> Result<Outputs> {
 fn read_speed(model: &[u8]) -> Result<f64> {
     let path = super::target_dir().join("bench/accel-model.safetensors");
     std::fs::write(&path, model).with_context(|| format!("cannot write {}", path.display()))?;
-    let best = best_of(|| {
+    let (best, _, _) = timed(&|| None, || {
         std::hint::black_box(std::fs::read(&path)?);
         Ok(())
     })?;
@@ -152,24 +216,27 @@ fn read_speed(model: &[u8]) -> Result<f64> {
     Ok(model.len() as f64 / 1e6 / best)
 }
 
-/// The fastest of [`RUNS`] timed calls after one warm-up, in seconds, with every run.
-fn timed(mut call: impl FnMut() -> Result<()>) -> Result<(f64, Vec<f64>)> {
+/// The fastest of [`RUNS`] timed calls after one warm-up, in seconds, every run, and the
+/// device's stage times over the timed runs (when `stages` gives them).
+fn timed(
+    stages: &dyn Fn() -> Option<StageTimes>,
+    mut call: impl FnMut() -> Result<()>,
+) -> Result<(f64, Vec<f64>, Option<StageTimes>)> {
     call()?;
+    stages();
     let mut runs = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let start = Instant::now();
         call()?;
         runs.push(start.elapsed().as_secs_f64());
     }
-    Ok((runs.iter().copied().fold(f64::INFINITY, f64::min), runs))
-}
-
-fn best_of(call: impl FnMut() -> Result<()>) -> Result<f64> {
-    Ok(timed(call)?.0)
+    let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((best, runs, stages()))
 }
 
 fn rows(
-    backend: Arc<Backend>,
+    backend: Arc<dyn Accelerator>,
+    stages: &dyn Fn() -> Option<StageTimes>,
     inputs: &Inputs,
     reference: &Outputs,
     read_mb_s: f64,
@@ -178,27 +245,45 @@ fn rows(
     let row = |operation: &str,
                bytes: usize,
                same_as_cpu: bool,
+               end_to_end: bool,
                call: &mut dyn FnMut() -> Result<()>|
      -> Result<AccelRow> {
-        let (best, runs_s) = timed(call)?;
+        let (best, runs_s, times) = timed(stages, call)?;
+        let wall: f64 = runs_s.iter().sum();
+        let (transfer, kernels) = times.map_or((0.0, 0.0), |t| {
+            (t.transfer.as_secs_f64(), t.kernels.as_secs_f64())
+        });
+        let host = (wall - transfer - kernels).max(0.0);
+        let pct = |part: f64| 100.0 * part / wall.max(1e-12);
+        let mb_s = bytes as f64 / 1e6 / best;
+        let stage = [(transfer, "transfer"), (kernels, "kernels"), (host, "host")]
+            .into_iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or("host", |(_, name)| name);
         Ok(AccelRow {
             operation: operation.to_owned(),
-            mb_s: bytes as f64 / 1e6 / best,
+            mb_s,
             runs_s,
             same_as_cpu,
-            bound: "operation".to_owned(),
+            transfer_pct: pct(transfer),
+            kernels_pct: pct(kernels),
+            host_pct: pct(host),
+            bound: if end_to_end && read_mb_s < mb_s {
+                format!("read ({read_mb_s:.0} MB/s)")
+            } else {
+                stage.to_owned()
+            },
         })
     };
     let chunks: Vec<&[u8]> = inputs.random.chunks(CHUNK).collect();
-    let mut stored = Vec::new();
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut back = Vec::new();
     let mut rows = vec![
-        row("SHA-256, 64 KiB chunks", BYTES, same, &mut || {
+        row("SHA-256, 64 KiB chunks", BYTES, same, false, &mut || {
             backend.digest_batch(&chunks)?;
             Ok(())
         })?,
-        row("CDC boundaries", BYTES, same, &mut || {
+        row("CDC boundaries", BYTES, same, false, &mut || {
             backend.find_chunk_boundaries(&inputs.random, &CdcParams::default())?;
             Ok(())
         })?,
@@ -206,6 +291,7 @@ fn rows(
             "tensor encode, bf16, 4 MiB frames",
             BYTES,
             same,
+            false,
             &mut || {
                 frames.clear();
                 for frame in inputs.weights.chunks(FRAME) {
@@ -222,6 +308,7 @@ fn rows(
         "tensor decode, bf16, 4 MiB frames",
         BYTES,
         true,
+        false,
         &mut || {
             for (coded, frame) in frames.iter().zip(inputs.weights.chunks(FRAME)) {
                 backend.decode_tensor(coded, frame.len(), FloatKind::Bf16, &mut back)?;
@@ -233,7 +320,7 @@ fn rows(
     rows.last_mut().expect("a row").same_as_cpu = decoded_ok;
 
     let options = FoldOptions {
-        accelerator: backend.clone(),
+        accelerator: Arc::clone(&backend),
         ..FoldOptions::default()
     };
     let mut cpu_archive = Vec::new();
@@ -244,9 +331,11 @@ fn rows(
         &FoldOptions::default(),
         &Quiet,
     )?;
+    let mut stored = Vec::new();
     let mut fold = row(
         "fold a bf16 safetensors file",
         inputs.model.len(),
+        true,
         true,
         &mut || {
             stored.clear();
@@ -257,11 +346,12 @@ fn rows(
     fold.same_as_cpu = stored == cpu_archive;
     rows.push(fold);
     let chain = mmh_dir::Chain::standalone(mmh_format::Archive::open(stored.clone())?)?
-        .with_accelerator(backend.clone());
+        .with_accelerator(Arc::clone(&backend));
     let mut unfolded = Vec::new();
     let mut unfold = row(
         "unfold it (verified)",
         inputs.model.len(),
+        true,
         true,
         &mut || {
             unfolded.clear();
@@ -272,17 +362,6 @@ fn rows(
     )?;
     unfold.same_as_cpu = unfolded == inputs.model;
     rows.push(unfold);
-    for row in rows.iter_mut().skip(4) {
-        if read_mb_s < row.mb_s {
-            row.bound = format!("read ({read_mb_s:.0} MB/s)");
-        }
-    }
-    let (fallbacks, first) = backend.fallbacks();
-    ensure!(
-        fallbacks == 0,
-        "{fallbacks} calls fell back to the CPU; the first: {}",
-        first.unwrap_or_default()
-    );
     Ok(rows)
 }
 
@@ -305,10 +384,14 @@ pub fn markdown(results: &[AccelResult]) -> String {
          tensor codec in 4 MiB frames), and a safetensors file of them folded and unfolded \
          through `mmh_dir`. MB/s = 10^6 input bytes per second, best of {RUNS} after a warm-up. \
          \"same as CPU\": the output is the CPU backend's bytes (for decode and unfold: the input \
-         back).\n"
+         back). transfer / kernels / host: shares of the timed runs' time on the device's copies \
+         (and allocations), its kernels (launch to finish), and the rest; bound: the largest, or \
+         \"read\" when reading the file from the page cache is slower than the row.\n"
     );
-    s.push_str("| backend | operation | MB/s | same as CPU | bound |\n");
-    s.push_str("|---|---|---:|---|---|\n");
+    s.push_str(
+        "| backend | operation | MB/s | same as CPU | transfer | kernels | host | bound |\n",
+    );
+    s.push_str("|---|---|---:|---|---:|---:|---:|---|\n");
     for result in results {
         if !result.available {
             let _ = writeln!(
@@ -321,11 +404,14 @@ pub fn markdown(results: &[AccelResult]) -> String {
         for row in &result.rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {:.0}% | {:.0}% | {:.0}% | {} |",
                 result.backend,
                 row.operation,
                 row.mb_s,
                 if row.same_as_cpu { "yes" } else { "**no**" },
+                row.transfer_pct,
+                row.kernels_pct,
+                row.host_pct,
                 row.bound
             );
         }
