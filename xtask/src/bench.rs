@@ -283,6 +283,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         models.plot(&svg)?;
         eprintln!("bench: wrote {}", svg.display());
     }
+    if !all.accel.is_empty() {
+        std::fs::create_dir_all(&config.out)
+            .with_context(|| format!("cannot create {}", config.out.display()))?;
+        let svg = config.out.join("backends-speed.svg");
+        accel::plot(&all.accel, &svg)?;
+        eprintln!("bench: wrote {}", svg.display());
+    }
     let failures = all.failures();
     ensure!(
         failures.is_empty(),

@@ -396,7 +396,7 @@ pub fn markdown(results: &[AccelResult]) -> String {
         if !result.available {
             let _ = writeln!(
                 s,
-                "| {} | unavailable: {} | | | |",
+                "| {} | unavailable: {} | | | | | | |",
                 result.backend, result.devices
             );
             continue;
@@ -440,4 +440,70 @@ pub fn failures(results: &[AccelResult]) -> Vec<String> {
                 })
         })
         .collect()
+}
+
+/// Draws each operation's MB/s on every backend that ran, as bars side by side on a log
+/// scale, to `path` (SVG).
+pub fn plot(results: &[AccelResult], path: &std::path::Path) -> Result<()> {
+    use plotters::prelude::*;
+
+    use super::report::{PALETTE, TEXT, TICK, log_ticks, speed_axis, tick_label};
+
+    let ran: Vec<&AccelResult> = results.iter().filter(|r| r.available).collect();
+    let operations: Vec<&str> = ran
+        .first()
+        .map(|r| r.rows.iter().map(|row| row.operation.as_str()).collect())
+        .unwrap_or_default();
+    let (lo, hi) = speed_axis(ran.iter().flat_map(|r| r.rows.iter().map(|row| row.mb_s)));
+    let slots = operations.len() * (ran.len() + 1);
+    let root = SVGBackend::new(path, (900, 120 + 24 * slots as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Each backend on the same inputs", ("sans-serif", 21))
+        .margin(14)
+        .margin_right(24)
+        .x_label_area_size(46)
+        .y_label_area_size(290)
+        .build_cartesian_2d(
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+            0..slots as i32,
+        )?;
+    let per_operation = ran.len() as i32 + 1;
+    chart
+        .configure_mesh()
+        .x_desc("MB/s (log scale)")
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_labels(slots)
+        .y_label_formatter(&|slot| {
+            let (operation, place) = (slot / per_operation, slot % per_operation);
+            match (operations.len() as i32 - 1).checked_sub(operation) {
+                Some(index) if place == per_operation / 2 => operations[index as usize].to_owned(),
+                _ => String::new(),
+            }
+        })
+        .disable_y_mesh()
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TEXT))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()?;
+    for (b, result) in ran.iter().enumerate() {
+        let color = PALETTE[b % PALETTE.len()];
+        let bars = result.rows.iter().enumerate().map(|(index, row)| {
+            let slot = (operations.len() - 1 - index) as i32 * per_operation + b as i32 + 1;
+            Rectangle::new([(lo, slot), (row.mb_s, slot + 1)], color.filled())
+        });
+        chart
+            .draw_series(bars)?
+            .label(result.backend.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", TEXT))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

@@ -525,8 +525,8 @@ pub(super) fn ratio_axis(ratios: impl Iterator<Item = f64>) -> (f64, f64, Vec<f6
 
 /// Font sizes of the plots' ticks and axis titles, as plotters takes them (the SVG gets
 /// them divided by 1.24).
-const TICK: u32 = 16;
-const TEXT: u32 = 17;
+pub(super) const TICK: u32 = 16;
+pub(super) const TEXT: u32 = 17;
 
 /// The log-scale speed axis of a ratio-against-speed chart: the speeds' range with room
 /// on both sides, or 10 to 10,000 MB/s when none was measured.
@@ -643,17 +643,20 @@ pub(super) fn marker_shape(index: usize, r: i32) -> Vec<(i32, i32)> {
     }
 }
 
+/// The plots' colours, one per method or backend.
+pub(super) const PALETTE: [plotters::style::RGBColor; 5] = [
+    plotters::style::RGBColor(0xd6, 0x27, 0x28),
+    plotters::style::RGBColor(0x1f, 0x77, 0xb4),
+    plotters::style::RGBColor(0x2c, 0xa0, 0x2c),
+    plotters::style::RGBColor(0x94, 0x67, 0xbd),
+    plotters::style::RGBColor(0x7f, 0x7f, 0x7f),
+];
+
 fn draw(inputs: &[PlotInput], path: &Path) -> Result<()> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-    const COLORS: [RGBColor; 5] = [
-        RGBColor(0xd6, 0x27, 0x28),
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0x2c, 0xa0, 0x2c),
-        RGBColor(0x94, 0x67, 0xbd),
-        RGBColor(0x7f, 0x7f, 0x7f),
-    ];
+    const COLORS: [RGBColor; 5] = PALETTE;
     const MARKER: i32 = 7;
     const CAPTION: u32 = 21;
     // Rough text width in pixels for `size` (about 0.6 em per character once drawn).
