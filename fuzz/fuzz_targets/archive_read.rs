@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut out = Vec::new();
-    if mmh_dir::unfold_stream(data, &mut out, &mmh_dir::Quiet).is_ok() {
+    if mmh_dir::unfold_stream(data, &mut out, &mmh_codecs::CpuAccelerator, &mmh_dir::Quiet).is_ok()
+    {
         // A stream the reader accepted must also pass the seeking reader.
         let archive = mmh_format::Archive::open(data).expect("stream-valid archive opens");
         let chain = Chain::standalone(archive).expect("a stream-valid archive has no bases");

@@ -13,7 +13,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut out = Vec::new();
-    if mmh_codecs::decode(codec, stored, raw_len, &mmh_codecs::CpuAccelerator, &mut out).is_ok() {
+    if mmh_codecs::decode(
+        codec,
+        stored,
+        raw_len,
+        &mmh_codecs::CpuAccelerator,
+        &mut out,
+    )
+    .is_ok()
+    {
         assert_eq!(out.len(), raw_len);
     }
 });

@@ -39,7 +39,13 @@ fuzz_target!(|data: &[u8]| {
     let mut archive = Vec::new();
     mmh_dir::fold_stream(content, meta, &mut archive, &options, &Quiet).expect("fold");
     let mut streamed = Vec::new();
-    mmh_dir::unfold_stream(archive.as_slice(), &mut streamed, &Quiet).expect("stream unfold");
+    mmh_dir::unfold_stream(
+        archive.as_slice(),
+        &mut streamed,
+        &mmh_codecs::CpuAccelerator,
+        &Quiet,
+    )
+    .expect("stream unfold");
     assert_eq!(streamed, content);
     let opened = mmh_format::Archive::open(archive.as_slice()).expect("open");
     let chain = Chain::standalone(opened).expect("a fold without base has no bases");
