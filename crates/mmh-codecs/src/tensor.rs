@@ -545,6 +545,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::parity::weights;
 
     /// Encodes and decodes `raw`; returns the payload, or `None` when the codec would
     /// not shrink it (then the payload is not complete: encode stops early).
@@ -557,40 +558,6 @@ mod tests {
         decode(&stored, raw.len(), kind, &mut back).unwrap();
         assert_eq!(back, raw, "{kind:?}");
         Some(stored)
-    }
-
-    /// Values of `kind` as weights hold them: a few exponents (from `seed`), any sign and
-    /// mantissa, and every tenth value anything at all (NaN payloads, infinities,
-    /// subnormals, -0.0).
-    fn weights(kind: FloatKind, values: usize, seed: u64) -> Vec<u8> {
-        let Bits {
-            exponent, mantissa, ..
-        } = kind.bits();
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let bias = (1u64 << (exponent - 1)) - 1;
-        (0..values)
-            .flat_map(|_| {
-                let r = next();
-                let v = if r % 10 == 0 {
-                    next()
-                } else {
-                    let e = bias - 1 - (r >> 8) % 4 - (r >> 12) % 3;
-                    (r >> 63 << (exponent + mantissa))
-                        | (e << mantissa)
-                        | (next() >> (64 - mantissa))
-                };
-                v.to_le_bytes()
-                    .into_iter()
-                    .take(kind.width())
-                    .collect::<Vec<u8>>()
-            })
-            .collect()
     }
 
     #[test]

@@ -26,24 +26,7 @@ pub fn devices() -> Result<Vec<DeviceInfo>, Error> {
 /// compiles the kernels for each.
 pub fn open(select: Option<&[usize]>) -> Result<CudaAccelerator, Error> {
     let all = device::devices()?;
-    let absent = |which: String| Error::NoDevice {
-        backend: "cuda",
-        which,
-    };
-    if all.is_empty() {
-        return Err(absent(String::new()));
-    }
-    let chosen: Vec<usize> = match select {
-        Some(numbers) => numbers.to_vec(),
-        None => (0..all.len()).collect(),
-    };
-    if let Some(&missing) = chosen.iter().find(|&&n| n >= all.len()) {
-        return Err(absent(format!(
-            " numbered {missing}: this machine has {} (0 to {})",
-            all.len(),
-            all.len() - 1
-        )));
-    }
+    let chosen = mmh_gpu::select_devices("cuda", all.len(), select)?;
     let devices = chosen
         .into_iter()
         .map(|ordinal| CudaDevice::open(ordinal, all[ordinal].clone()))

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use fastcdc::v2020::{Normalization, get_gear_with_seed, select_masks};
 use mmh_codecs::CdcParams;
 
-use crate::{Access, Arg, Device, DeviceInfo, Error, lock};
+use crate::{Access, Arg, Device, DeviceInfo, Error, lock, on_each_device};
 
 /// Bytes of one work-group's tile in the kernel (`TILE`); windows are whole tiles.
 const TILE: usize = 4096;
@@ -193,23 +193,11 @@ fn mark_windows<D: Device>(
     if let [window] = windows {
         return mark_window(&*lock(&gpus[0]), data, window.clone(), rules).map(|marks| vec![marks]);
     }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = gpus
-            .iter()
-            .zip(windows)
-            .map(|(gpu, window)| {
-                scope.spawn(move || mark_window(&*lock(gpu), data, window.clone(), rules))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    on_each_device(&gpus[..windows.len()], |number, gpu| {
+        mark_window(gpu, data, windows[number].clone(), rules)
     })
+    .into_iter()
+    .collect()
 }
 
 /// Runs `gear_candidates` over one window, whose start is a multiple of 64.

@@ -258,6 +258,51 @@ impl<D: Device> Accelerator for GpuAccelerator<D> {
     }
 }
 
+/// The device numbers `select` names (a number may repeat) among `count` devices of
+/// `backend`, or all of them; a number past the last is [`Error::NoDevice`].
+pub fn select_devices(
+    backend: &'static str,
+    count: usize,
+    select: Option<&[usize]>,
+) -> Result<Vec<usize>, Error> {
+    let absent = |which: String| Error::NoDevice { backend, which };
+    if count == 0 {
+        return Err(absent(String::new()));
+    }
+    let chosen: Vec<usize> = select.map_or_else(|| (0..count).collect(), <[usize]>::to_vec);
+    match chosen.iter().find(|&&n| n >= count) {
+        Some(&missing) => Err(absent(format!(
+            " numbered {missing}: this machine has {count} (0 to {})",
+            count - 1
+        ))),
+        None => Ok(chosen),
+    }
+}
+
+/// Runs `work` once per device, each in its own thread holding that device, and returns
+/// what each gave, in device order; a panic in one is resumed here.
+pub(crate) fn on_each_device<D: Device, T: Send>(
+    devices: &[Mutex<D>],
+    work: impl Fn(usize, &D) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(number, device)| scope.spawn(move || work(number, &lock(device))))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// Locks a device. A panic while another thread held it leaves nothing half-done that a
 /// later batch relies on: every operation makes its own buffers and waits for its work.
 pub(crate) fn lock<D>(device: &Mutex<D>) -> MutexGuard<'_, D> {

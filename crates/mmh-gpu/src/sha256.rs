@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mmh_codecs::Digest;
 
-use crate::{Access, Arg, Device, DeviceInfo, Error, lock};
+use crate::{Access, Arg, Device, DeviceInfo, Error, on_each_device};
 
 /// SHA-256's initial state (FIPS 180-4 §5.3.3).
 const INITIAL: [u32; 8] = [
@@ -37,40 +37,23 @@ pub(crate) fn digest_batch<D: Device>(
     let target = cap.min(total.div_ceil(gpus.len()));
     let jobs = jobs(chunks, target);
     let next = AtomicUsize::new(0);
-    let done: Vec<_> = std::thread::scope(|scope| {
-        let workers: Vec<_> = gpus
-            .iter()
-            .map(|gpu| {
-                let (jobs, next) = (&jobs, &next);
-                scope.spawn(move || {
-                    let gpu = lock(gpu);
-                    let limit = upload_limit(gpu.info()).min(cap);
-                    let mut finished = Vec::new();
-                    loop {
-                        let job = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(range) = jobs.get(job) else {
-                            return Ok(finished);
-                        };
-                        match run_job(&*gpu, &chunks[range.clone()], limit) {
-                            Ok(digests) => finished.push((job, digests)),
-                            Err(error) => {
-                                // The other devices stop after their current job.
-                                next.store(jobs.len(), Ordering::Relaxed);
-                                return Err(error);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    let done = on_each_device(gpus, |_, gpu| {
+        let limit = upload_limit(gpu.info()).min(cap);
+        let mut finished = Vec::new();
+        loop {
+            let job = next.fetch_add(1, Ordering::Relaxed);
+            let Some(range) = jobs.get(job) else {
+                return Ok(finished);
+            };
+            match run_job(gpu, &chunks[range.clone()], limit) {
+                Ok(digests) => finished.push((job, digests)),
+                Err(error) => {
+                    // The other devices stop after their current job.
+                    next.store(jobs.len(), Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
+        }
     });
     let mut by_job = vec![Vec::new(); jobs.len()];
     for finished in done {
