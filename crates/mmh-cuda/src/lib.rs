@@ -1,6 +1,6 @@
-//! The CUDA backend of [`mmh_codecs::Accelerator`]: [`CudaDevice`] implements
+//! The CUDA backend of `mmh_codecs::Accelerator`: [`CudaDevice`] implements
 //! [`mmh_gpu::Device`] with cudarc, and [`mmh_gpu::GpuAccelerator`] runs every operation
-//! over it, with output byte-identical to [`mmh_codecs::CpuAccelerator`]'s.
+//! over it, with output byte-identical to `mmh_codecs::CpuAccelerator`'s.
 //!
 //! The kernels are the same sources as OpenCL's (`kernels/*.cl`), made CUDA C by
 //! `kernels/cuda.cuh` and compiled at run time by NVRTC for each device's architecture
@@ -8,6 +8,7 @@
 //! loaded on first use; where they are missing, [`open`] says so with
 //! [`Error::NoRuntime`] (cudarc would panic if asked for a context without a driver, so
 //! this crate probes first).
+#![deny(missing_docs)]
 
 mod device;
 

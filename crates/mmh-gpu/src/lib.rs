@@ -10,6 +10,7 @@
 //! all of them, and sized from each device's memory. Its output is byte-identical to
 //! [`mmh_codecs::CpuAccelerator`]'s, which [`mmh_codecs::parity`] and
 //! [`device_backend_tests!`] check for every backend.
+#![deny(missing_docs)]
 
 mod cdc;
 mod error;

@@ -1,11 +1,12 @@
-//! The OpenCL backend of [`mmh_codecs::Accelerator`]: [`OpenClDevice`] implements
+//! The OpenCL backend of `mmh_codecs::Accelerator`: [`OpenClDevice`] implements
 //! [`mmh_gpu::Device`] with opencl3, and [`mmh_gpu::GpuAccelerator`] runs every operation
 //! over it (the kernels are the workspace's `kernels/*.cl`, embedded), with output
-//! byte-identical to [`mmh_codecs::CpuAccelerator`]'s.
+//! byte-identical to `mmh_codecs::CpuAccelerator`'s.
 //!
 //! The ICD loader is loaded at run time (opencl3's default), so the crate builds on
 //! machines without OpenCL; [`open`] then fails with [`Error::NoRuntime`]. CI runs every
 //! kernel on PoCL, Debian's OpenCL for CPUs.
+#![deny(missing_docs)]
 
 mod device;
 
