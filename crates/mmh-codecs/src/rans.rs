@@ -10,11 +10,15 @@
 //! carries its own table, because weight statistics drift within a tensor (on a bf16
 //! model, tables per 16 Ki values code 1.2% smaller than one table per file).
 
+use std::sync::OnceLock;
+
 use crate::blocks;
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
 
 /// Probabilities are multiples of 2^-12.
 pub const PROB_BITS: u32 = 12;
-const PROB_SCALE: u32 = 1 << PROB_BITS;
+pub(crate) const PROB_SCALE: u32 = 1 << PROB_BITS;
 /// Interleaved states per block: enough independent work for a CPU core, and a
 /// quarter of a GPU warp.
 pub const LANES: usize = 8;
@@ -24,6 +28,38 @@ pub const LANES: usize = 8;
 pub const STATE_LOW: u32 = 1 << 15;
 /// The widest symbol the table can name.
 pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
+
+/// Length of the decoder's symbol table: a `u16` a slot, and padding for the SIMD
+/// gathers, which read 4 bytes at a slot.
+#[cfg(target_arch = "x86_64")]
+const SYMBOL_TABLE_LEN: usize = simd::SYMBOL_TABLE_LEN;
+#[cfg(not(target_arch = "x86_64"))]
+const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize;
+
+/// The code that runs the decoder's hot loops: the scalar reference, or SIMD kernels
+/// that produce the same bytes and the same errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// AVX2 (`simd.rs`): the rANS lanes, and joining 16-bit values.
+    #[cfg(target_arch = "x86_64")]
+    Avx2(simd::Avx2),
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub(crate) fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = simd::Avx2::detect() {
+                return Kernel::Avx2(avx2);
+            }
+            Kernel::Scalar
+        })
+    }
+}
 
 /// Bytes per block of the byte codec, as a power of two: 16 KiB follows the change from
 /// one byte plane of a delta to the next (the XOR of a checkpoint with its base: 17.4%
@@ -53,7 +89,7 @@ pub(crate) fn decode_bytes(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> 
     for (number, (block, len)) in blocks::read(stored, raw_len)?.into_iter().enumerate() {
         symbols.clear();
         symbols.resize(len, 0);
-        decode(block, 8, &mut scratch, &mut symbols)
+        decode(block, 8, Kernel::best(), &mut scratch, &mut symbols)
             .map_err(|reason| format!("block {number}: {reason}"))?;
         out.extend(symbols.iter().map(|&s| s as u8));
     }
@@ -150,7 +186,7 @@ pub(crate) fn read_lanes(stream: &[u8], symbol_bits: u32) -> Result<Lanes<'_>, S
 /// What decoding a block needs besides its bytes, reused from block to block.
 pub(crate) struct DecodeScratch {
     /// The symbol of each slot of the probability range.
-    symbol: Box<[u16; PROB_SCALE as usize]>,
+    symbol: Box<[u16; SYMBOL_TABLE_LEN]>,
     /// Per slot: the symbol's frequency in the high half, the slot's offset within the
     /// symbol's range in the low half.
     step: Box<[u32; PROB_SCALE as usize]>,
@@ -161,7 +197,7 @@ pub(crate) struct DecodeScratch {
 impl Default for DecodeScratch {
     fn default() -> Self {
         DecodeScratch {
-            symbol: Box::new([0; PROB_SCALE as usize]),
+            symbol: Box::new([0; SYMBOL_TABLE_LEN]),
             step: Box::new([0; PROB_SCALE as usize]),
             words: Vec::new(),
         }
@@ -173,18 +209,28 @@ impl Default for DecodeScratch {
 pub(crate) fn decode(
     stream: &[u8],
     symbol_bits: u32,
+    kernel: Kernel,
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
     let lanes = read_lanes(stream, symbol_bits)?;
-    decode_lanes(&lanes.freqs, lanes.states, lanes.words, scratch, symbols)
+    decode_lanes(
+        &lanes.freqs,
+        lanes.states,
+        lanes.words,
+        kernel,
+        scratch,
+        symbols,
+    )
 }
 
-/// Decodes `symbols.len()` symbols from what [`read_lanes`] read.
+/// Decodes `symbols.len()` symbols from what [`read_lanes`] read, the whole rows with
+/// `kernel`.
 pub(crate) fn decode_lanes(
     freqs: &[u32],
     mut states: [u32; LANES],
     word_bytes: &[u8],
+    kernel: Kernel,
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
@@ -220,16 +266,27 @@ pub(crate) fn decode_lanes(
         *next += need as usize;
         *out = symbol[slot];
     };
-    let mut rows = symbols.chunks_exact_mut(LANES);
-    for row in &mut rows {
-        for (x, out) in states.iter_mut().zip(row) {
-            lane_step(x, out, &mut next);
+    let whole = symbols.len() - symbols.len() % LANES;
+    let (rows, rest) = symbols.split_at_mut(whole);
+    match kernel {
+        Kernel::Scalar => {
+            for row in rows.chunks_exact_mut(LANES) {
+                for (x, out) in states.iter_mut().zip(row) {
+                    lane_step(x, out, &mut next);
+                }
+                if next > count {
+                    return Err("the words run out".into());
+                }
+            }
         }
-        if next > count {
-            return Err("the words run out".into());
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2(avx2) => {
+            next = avx2
+                .rans_rows(step, symbol, &mut states, words, count, rows)
+                .ok_or("the words run out")?;
         }
     }
-    for (x, out) in states.iter_mut().zip(rows.into_remainder()) {
+    for (x, out) in states.iter_mut().zip(rest) {
         lane_step(x, out, &mut next);
     }
     if next > count {
@@ -466,7 +523,14 @@ mod tests {
         let mut stream = Vec::new();
         encode(symbols, bits, &mut Vec::new(), &mut stream);
         let mut back = vec![0u16; symbols.len()];
-        decode(&stream, bits, &mut DecodeScratch::default(), &mut back).unwrap();
+        decode(
+            &stream,
+            bits,
+            Kernel::best(),
+            &mut DecodeScratch::default(),
+            &mut back,
+        )
+        .unwrap();
         assert_eq!(back, symbols);
         stream
     }
@@ -535,16 +599,44 @@ mod tests {
             decode(
                 &stream[..stream.len() - 2],
                 6,
+                Kernel::best(),
                 &mut DecodeScratch::default(),
                 &mut back
             )
             .is_err()
         );
-        assert!(decode(&stream[..3], 6, &mut DecodeScratch::default(), &mut back).is_err());
-        assert!(decode(&stream, 5, &mut DecodeScratch::default(), &mut back).is_err());
+        assert!(
+            decode(
+                &stream[..3],
+                6,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
+        assert!(
+            decode(
+                &stream,
+                5,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
         let mut longer = stream.clone();
         longer.extend_from_slice(&[0, 0]);
-        assert!(decode(&longer, 6, &mut DecodeScratch::default(), &mut back).is_err());
+        assert!(
+            decode(
+                &longer,
+                6,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -587,7 +679,7 @@ mod tests {
             let i = at.index(stream.len());
             stream[i] ^= 1 << bit;
             let mut back = vec![0u16; symbols.len()];
-            if decode(&stream, 5, &mut DecodeScratch::default(), &mut back).is_ok() {
+            if decode(&stream, 5, Kernel::best(), &mut DecodeScratch::default(), &mut back).is_ok() {
                 // A flip the checks cannot see must still decode to symbols of the alphabet.
                 prop_assert!(back.iter().all(|&s| s < 32));
             }
