@@ -234,71 +234,146 @@ pub(crate) fn decode_lanes(
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
-    let mut cum = 0usize;
-    for (s, &f) in freqs.iter().enumerate() {
-        for j in 0..f as usize {
-            scratch.symbol[cum + j] = s as u16;
-            scratch.step[cum + j] = (f << 16) | j as u32;
-        }
-        cum += f as usize;
-    }
-    let words = &mut scratch.words;
-    words.clear();
-    words.extend(
-        word_bytes
-            .chunks_exact(2)
-            .map(|w| u16::from_le_bytes([w[0], w[1]])),
-    );
-    let count = words.len();
-    // A row reads at most one word a lane: with LANES words of padding, checking the
-    // count once a row keeps every read in bounds.
-    words.extend([0; LANES]);
-    let mut next = 0usize;
-    let (symbol, step) = (&*scratch.symbol, &*scratch.step);
-    let lane_step = |x: &mut u32, out: &mut u16, next: &mut usize| {
-        let slot = (*x & (PROB_SCALE - 1)) as usize;
-        let e = step[slot];
-        let y = (e >> 16) * (*x >> PROB_BITS) + (e & 0xFFFF);
-        // A refill is close to a coin toss for skewed symbols: arithmetic, not a branch.
-        let need = u32::from(y < STATE_LOW);
-        let w = u32::from(words[*next]) & 0u32.wrapping_sub(need);
-        *x = (y << (16 * need)) | w;
-        *next += need as usize;
-        *out = symbol[slot];
-    };
+    let count = scratch.prepare(freqs, word_bytes);
     let whole = symbols.len() - symbols.len() % LANES;
     let (rows, rest) = symbols.split_at_mut(whole);
-    match kernel {
+    let next = match kernel {
         Kernel::Scalar => {
+            let mut next = 0;
             for row in rows.chunks_exact_mut(LANES) {
                 for (x, out) in states.iter_mut().zip(row) {
-                    lane_step(x, out, &mut next);
+                    scratch.lane_step(x, out, &mut next);
                 }
                 if next > count {
                     return Err("the words run out".into());
                 }
             }
+            next
         }
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2(avx2) => {
-            next = avx2
-                .rans_rows(step, symbol, &mut states, words, count, rows)
+        Kernel::Avx2(avx2) => avx2
+            .rans_rows(&scratch.tables(), &mut states, count, rows)
+            .ok_or("the words run out")?,
+    };
+    scratch.finish(states, next, count, rest)
+}
+
+/// One block's input to [`decode_lanes_pair`]: its frequencies, initial states and
+/// words, and where its symbols go.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct LanesToDecode<'a, 'b> {
+    pub(crate) freqs: &'a [u32],
+    pub(crate) states: [u32; LANES],
+    pub(crate) words: &'a [u8],
+    pub(crate) symbols: &'b mut [u16],
+}
+
+/// [`decode_lanes`] of two blocks at once with AVX2: one block's lanes wait on table
+/// reads most of the time, and the other's fill that time. Returns each block's result,
+/// as [`decode_lanes`] would return it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn decode_lanes_pair(
+    avx2: simd::Avx2,
+    blocks: [LanesToDecode<'_, '_>; 2],
+    scratch: [&mut DecodeScratch; 2],
+) -> [Result<(), String>; 2] {
+    let [a, b] = blocks;
+    let [sa, sb] = scratch;
+    let counts = [sa.prepare(a.freqs, a.words), sb.prepare(b.freqs, b.words)];
+    let mut states = [a.states, b.states];
+    let mut symbols = [a.symbols, b.symbols];
+    let wholes = symbols.each_ref().map(|s| s.len() - s.len() % LANES);
+    let together = wholes[0].min(wholes[1]);
+    let [s0, s1] = &mut symbols;
+    let (ra, rb) = (&mut s0[..together], &mut s1[..together]);
+    let [tables_a, tables_b] = [sa.tables(), sb.tables()];
+    let paired = avx2.rans_rows_pair([&tables_a, &tables_b], &mut states, counts, [ra, rb]);
+    let scratches = [&*sa, &*sb];
+    std::array::from_fn(|i| {
+        let (rows_done, start) = paired[i].ok_or("the words run out")?;
+        let (_, rest) = symbols[i].split_at_mut(rows_done);
+        let (rows, rest) = rest.split_at_mut(wholes[i] - rows_done);
+        let tables = scratches[i].tables().from_word(start);
+        let next = start
+            + avx2
+                .rans_rows(&tables, &mut states[i], counts[i] - start, rows)
                 .ok_or("the words run out")?;
+        scratches[i].finish(states[i], next, counts[i], rest)
+    })
+}
+
+impl DecodeScratch {
+    /// Fills the tables from the frequencies and the words from their bytes (with
+    /// padding); returns how many words there are.
+    fn prepare(&mut self, freqs: &[u32], word_bytes: &[u8]) -> usize {
+        let mut cum = 0usize;
+        for (s, &f) in freqs.iter().enumerate() {
+            for j in 0..f as usize {
+                self.symbol[cum + j] = s as u16;
+                self.step[cum + j] = (f << 16) | j as u32;
+            }
+            cum += f as usize;
+        }
+        let words = &mut self.words;
+        words.clear();
+        words.extend(
+            word_bytes
+                .chunks_exact(2)
+                .map(|w| u16::from_le_bytes([w[0], w[1]])),
+        );
+        let count = words.len();
+        // A row reads at most one word a lane: with LANES words of padding, checking the
+        // count once a row keeps every read in bounds.
+        words.extend([0; LANES]);
+        count
+    }
+
+    /// What the SIMD kernels read.
+    #[cfg(target_arch = "x86_64")]
+    fn tables(&self) -> simd::Tables<'_> {
+        simd::Tables {
+            step: &self.step,
+            symbol: &self.symbol,
+            words: &self.words,
         }
     }
-    for (x, out) in states.iter_mut().zip(rest) {
-        lane_step(x, out, &mut next);
+
+    /// Decodes one symbol of a lane, the scalar reference of every kernel.
+    fn lane_step(&self, x: &mut u32, out: &mut u16, next: &mut usize) {
+        let slot = (*x & (PROB_SCALE - 1)) as usize;
+        let e = self.step[slot];
+        let y = (e >> 16) * (*x >> PROB_BITS) + (e & 0xFFFF);
+        // A refill is close to a coin toss for skewed symbols: arithmetic, not a branch.
+        let need = u32::from(y < STATE_LOW);
+        let w = u32::from(self.words[*next]) & 0u32.wrapping_sub(need);
+        *x = (y << (16 * need)) | w;
+        *next += need as usize;
+        *out = self.symbol[slot];
     }
-    if next > count {
-        return Err("the words run out".into());
+
+    /// Decodes the last, partial row (`rest`) from word `next` of `count`, then checks
+    /// that every word was read and every lane is back in its initial state.
+    fn finish(
+        &self,
+        mut states: [u32; LANES],
+        mut next: usize,
+        count: usize,
+        rest: &mut [u16],
+    ) -> Result<(), String> {
+        for (x, out) in states.iter_mut().zip(rest) {
+            self.lane_step(x, out, &mut next);
+        }
+        if next > count {
+            return Err("the words run out".into());
+        }
+        if next < count {
+            return Err(format!("{} words follow the last value", count - next));
+        }
+        if states.iter().any(|&x| x != STATE_LOW) {
+            return Err("a lane does not end in its initial state".into());
+        }
+        Ok(())
     }
-    if next < count {
-        return Err(format!("{} words follow the last value", count - next));
-    }
-    if states.iter().any(|&x| x != STATE_LOW) {
-        return Err("a lane does not end in its initial state".into());
-    }
-    Ok(())
 }
 
 /// How often each symbol below `2^symbol_bits` occurs. Four tables, summed at the end:

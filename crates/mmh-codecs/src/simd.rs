@@ -24,6 +24,27 @@ use crate::rans::{PROB_SCALE, STATE_LOW};
 /// gather reads 4 bytes at each slot (invariant 2).
 pub(crate) const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize + 2;
 
+/// A block's decoder tables (`rans.rs`) and its words, with padding.
+pub(crate) struct Tables<'a> {
+    /// Per slot: frequency << 16 | offset.
+    pub(crate) step: &'a [u32; PROB_SCALE as usize],
+    /// Per slot: the symbol, and padding.
+    pub(crate) symbol: &'a [u16; SYMBOL_TABLE_LEN],
+    /// The words not yet read, then at least 8 of padding.
+    pub(crate) words: &'a [u16],
+}
+
+impl<'a> Tables<'a> {
+    /// The same tables, the words from word `start` on.
+    pub(crate) fn from_word(&self, start: usize) -> Tables<'a> {
+        Tables {
+            step: self.step,
+            symbol: self.symbol,
+            words: &self.words[start..],
+        }
+    }
+}
+
 /// Proof that this CPU runs AVX2 and POPCNT code (invariant 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Avx2(());
@@ -35,20 +56,32 @@ impl Avx2 {
     }
 
     /// Decodes whole rows of 8 symbols, as many as `symbols` holds (its length must be a
-    /// multiple of 8), updating `states`. `words` are the block's `count` words followed
-    /// by at least 8 of padding. Returns how many words the rows took, or `None` as soon
-    /// as a row takes more than `count`.
+    /// multiple of 8), updating `states`. `tables.words` holds `count` words and at least
+    /// 8 of padding. Returns how many words the rows took, or `None` as soon as a row
+    /// takes more than `count`.
     pub(crate) fn rans_rows(
         self,
-        step: &[u32; PROB_SCALE as usize],
-        symbol: &[u16; SYMBOL_TABLE_LEN],
+        tables: &Tables<'_>,
         states: &mut [u32; 8],
-        words: &[u16],
         count: usize,
         symbols: &mut [u16],
     ) -> Option<usize> {
         // SAFETY: invariant 1.
-        unsafe { rans_rows(step, symbol, states, words, count, symbols) }
+        unsafe { rans_rows(tables, states, count, symbols) }
+    }
+
+    /// [`Avx2::rans_rows`] of two blocks in step (their `symbols` of the same length), as
+    /// far as both have words: for each, `None` if it ran out, or how many symbols
+    /// both decoded and how many words it took.
+    pub(crate) fn rans_rows_pair(
+        self,
+        tables: [&Tables<'_>; 2],
+        states: &mut [[u32; 8]; 2],
+        counts: [usize; 2],
+        symbols: [&mut [u16]; 2],
+    ) -> [Option<(usize, usize)>; 2] {
+        // SAFETY: invariant 1.
+        unsafe { rans_rows_pair(tables, states, counts, symbols) }
     }
 
     /// Writes 16-bit values from their symbols and packed raw fields of `raw_bits` bits
@@ -108,48 +141,77 @@ fn narrow(v: __m256i, shuffle: __m256i) -> __m128i {
     )))
 }
 
+/// The constants of a row step.
+struct RowConstants {
+    slot_mask: __m256i,
+    low: __m256i,
+    offset_mask: __m256i,
+    nibbles: __m256i,
+    shuffle: __m256i,
+}
+
+impl RowConstants {
+    #[target_feature(enable = "avx2")]
+    fn new() -> RowConstants {
+        RowConstants {
+            slot_mask: _mm256_set1_epi32(PROB_SCALE as i32 - 1),
+            low: _mm256_set1_epi32(STATE_LOW as i32),
+            offset_mask: _mm256_set1_epi32(0xFFFF),
+            nibbles: _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
+            shuffle: low_halves(),
+        }
+    }
+}
+
+/// One row: decodes the symbols of states `x` into `row` and returns the new states,
+/// reading words from `next`, which it advances. The caller keeps `next` at most the
+/// word count, so that the 8 words read are in bounds.
+#[target_feature(enable = "avx2,popcnt")]
+#[inline]
+fn row_step(
+    c: &RowConstants,
+    tables: &Tables<'_>,
+    x: __m256i,
+    next: &mut usize,
+    row: &mut [u16; 8],
+) -> __m256i {
+    let slot = _mm256_and_si256(x, c.slot_mask);
+    // SAFETY: invariant 2.
+    let e = unsafe { _mm256_i32gather_epi32::<4>(tables.step.as_ptr().cast(), slot) };
+    // SAFETY: invariant 2.
+    let s = unsafe { _mm256_i32gather_epi32::<2>(tables.symbol.as_ptr().cast(), slot) };
+    // States stay below 2^31 (rans.rs), so signed comparisons are exact.
+    let y = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
+        _mm256_and_si256(e, c.offset_mask),
+    );
+    let need = _mm256_cmpgt_epi32(c.low, y);
+    let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+    let row_words: &[u16; 8] = tables.words[*next..*next + 8].try_into().expect("8 words");
+    // SAFETY: invariant 3 (8 u16).
+    let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(row_words.as_ptr().cast()) });
+    let index = _mm256_srlv_epi32(_mm256_set1_epi32(PREFIX[mask] as i32), c.nibbles);
+    let w = _mm256_permutevar8x32_epi32(w, index);
+    *next += mask.count_ones() as usize;
+    // SAFETY: invariant 3 (8 u16).
+    unsafe { _mm_storeu_si128(row.as_mut_ptr().cast(), narrow(s, c.shuffle)) };
+    _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need)
+}
+
 #[target_feature(enable = "avx2,popcnt")]
 fn rans_rows(
-    step: &[u32; PROB_SCALE as usize],
-    symbol: &[u16; SYMBOL_TABLE_LEN],
+    tables: &Tables<'_>,
     states: &mut [u32; 8],
-    words: &[u16],
     count: usize,
     symbols: &mut [u16],
 ) -> Option<usize> {
-    debug_assert!(words.len() >= count + 8 && symbols.len() % 8 == 0);
-    let slot_mask = _mm256_set1_epi32(PROB_SCALE as i32 - 1);
-    let low = _mm256_set1_epi32(STATE_LOW as i32);
-    let offset_mask = _mm256_set1_epi32(0xFFFF);
-    let nibbles = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    let shuffle = low_halves();
+    debug_assert!(tables.words.len() >= count + 8 && symbols.len() % 8 == 0);
+    let c = RowConstants::new();
     // SAFETY: invariant 3 (8 u32).
     let mut x = unsafe { _mm256_loadu_si256(states.as_ptr().cast()) };
     let mut next = 0usize;
     for row in symbols.chunks_exact_mut(8) {
-        let slot = _mm256_and_si256(x, slot_mask);
-        // SAFETY: invariant 2.
-        let e = unsafe { _mm256_i32gather_epi32::<4>(step.as_ptr().cast(), slot) };
-        // SAFETY: invariant 2.
-        let s = unsafe { _mm256_i32gather_epi32::<2>(symbol.as_ptr().cast(), slot) };
-        // States stay below 2^31 (rans.rs), so signed comparisons are exact.
-        let y = _mm256_add_epi32(
-            _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
-            _mm256_and_si256(e, offset_mask),
-        );
-        let need = _mm256_cmpgt_epi32(low, y);
-        let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-        // `next <= count` here (checked after every row), so the 8 words are in bounds.
-        let row_words: &[u16; 8] = words[next..next + 8].try_into().expect("8 words");
-        // SAFETY: invariant 3 (8 u16).
-        let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(row_words.as_ptr().cast()) });
-        let index = _mm256_srlv_epi32(_mm256_set1_epi32(PREFIX[mask] as i32), nibbles);
-        let w = _mm256_permutevar8x32_epi32(w, index);
-        x = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
-        next += mask.count_ones() as usize;
-        let row: &mut [u16; 8] = row.try_into().expect("a row of 8");
-        // SAFETY: invariant 3 (8 u16).
-        unsafe { _mm_storeu_si128(row.as_mut_ptr().cast(), narrow(s, shuffle)) };
+        x = row_step(&c, tables, x, &mut next, row.try_into().expect("a row"));
         if next > count {
             return None;
         }
@@ -157,6 +219,44 @@ fn rans_rows(
     // SAFETY: invariant 3 (8 u32).
     unsafe { _mm256_storeu_si256(states.as_mut_ptr().cast(), x) };
     Some(next)
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+fn rans_rows_pair(
+    tables: [&Tables<'_>; 2],
+    states: &mut [[u32; 8]; 2],
+    counts: [usize; 2],
+    symbols: [&mut [u16]; 2],
+) -> [Option<(usize, usize)>; 2] {
+    let [sa, sb] = symbols;
+    debug_assert!(sa.len() == sb.len() && sa.len() % 8 == 0);
+    let c = RowConstants::new();
+    // SAFETY: invariant 3 (8 u32 each).
+    let (mut xa, mut xb) = unsafe {
+        (
+            _mm256_loadu_si256(states[0].as_ptr().cast()),
+            _mm256_loadu_si256(states[1].as_ptr().cast()),
+        )
+    };
+    let (mut na, mut nb) = (0usize, 0usize);
+    let mut done = 0;
+    for (ra, rb) in sa.chunks_exact_mut(8).zip(sb.chunks_exact_mut(8)) {
+        xa = row_step(&c, tables[0], xa, &mut na, ra.try_into().expect("a row"));
+        xb = row_step(&c, tables[1], xb, &mut nb, rb.try_into().expect("a row"));
+        done += 8;
+        if na > counts[0] || nb > counts[1] {
+            break;
+        }
+    }
+    // SAFETY: invariant 3 (8 u32 each).
+    unsafe {
+        _mm256_storeu_si256(states[0].as_mut_ptr().cast(), xa);
+        _mm256_storeu_si256(states[1].as_mut_ptr().cast(), xb);
+    }
+    [
+        (na <= counts[0]).then_some((done, na)),
+        (nb <= counts[1]).then_some((done, nb)),
+    ]
 }
 
 #[target_feature(enable = "avx2")]

@@ -334,11 +334,33 @@ pub(crate) fn decode_with(
 ) -> Result<(), String> {
     let (k, tail, blocks) = read_frame(stored, raw_len, kind)?;
     out.reserve_exact(raw_len);
-    let mut scratch = Scratch::default();
-    for (number, (block, values)) in blocks.into_iter().enumerate() {
-        read_block(block, values, kind, k)
-            .and_then(|block| decode_block(&block, kind, k, kernel, &mut scratch, out))
-            .map_err(|reason| format!("block {number}: {reason}"))?;
+    let at = |number: usize| move |reason| format!("block {number}: {reason}");
+    let mut scratch = [Scratch::default(), Scratch::default()];
+    let [first, second] = &mut scratch;
+    let mut blocks = blocks.into_iter().enumerate();
+    while let Some((number, (block, values))) = blocks.next() {
+        let block = read_block(block, values, kind, k).map_err(at(number))?;
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Avx2(avx2) = kernel
+            && let Some((other_number, (other, values))) = blocks.next()
+        {
+            // Two blocks at a time, reporting the first error in block order as the
+            // one-block loop does.
+            let other = match read_block(other, values, kind, k) {
+                Ok(other) => other,
+                Err(reason) => {
+                    decode_block(&block, kind, k, kernel, first, out).map_err(at(number))?;
+                    return Err(at(other_number)(reason));
+                }
+            };
+            let [result, other_result] = symbols_pair(avx2, [&block, &other], [first, second]);
+            result.map_err(at(number))?;
+            assemble_block(&block, kind, k, kernel, first, out);
+            other_result.map_err(at(other_number))?;
+            assemble_block(&other, kind, k, kernel, second, out);
+            continue;
+        }
+        decode_block(&block, kind, k, kernel, first, out).map_err(at(number))?;
     }
     out.extend_from_slice(tail);
     Ok(())
@@ -466,15 +488,8 @@ fn decode_block(
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let split = Split {
-        symbol_bits: kind.symbol_bits(k),
-        low_bits: kind.low_bits(k),
-        zero_bits: block.zero_bits,
-        value_bits: 8 * kind.width() as u32,
-    };
-    let values = block.values;
     scratch.symbols.clear();
-    scratch.symbols.resize(values, 0);
+    scratch.symbols.resize(block.values, 0);
     rans::decode_lanes(
         &block.freqs,
         block.states,
@@ -483,6 +498,59 @@ fn decode_block(
         &mut scratch.rans,
         &mut scratch.symbols,
     )?;
+    assemble_block(block, kind, k, kernel, scratch, out);
+    Ok(())
+}
+
+/// The symbols of two blocks, each into its scratch's `symbols`, decoded together.
+#[cfg(target_arch = "x86_64")]
+fn symbols_pair(
+    avx2: crate::simd::Avx2,
+    blocks: [&BlockToDecode<'_>; 2],
+    scratch: [&mut Scratch; 2],
+) -> [Result<(), String>; 2] {
+    let [a, b] = scratch;
+    for (block, scratch) in blocks.iter().zip([&mut *a, &mut *b]) {
+        scratch.symbols.clear();
+        scratch.symbols.resize(block.values, 0);
+    }
+    fn lanes<'a, 'b>(
+        block: &'a BlockToDecode<'a>,
+        symbols: &'b mut [u16],
+    ) -> rans::LanesToDecode<'a, 'b> {
+        rans::LanesToDecode {
+            freqs: &block.freqs,
+            states: block.states,
+            words: block.words,
+            symbols,
+        }
+    }
+    rans::decode_lanes_pair(
+        avx2,
+        [
+            lanes(blocks[0], &mut a.symbols),
+            lanes(blocks[1], &mut b.symbols),
+        ],
+        [&mut a.rans, &mut b.rans],
+    )
+}
+
+/// Appends a block's values, given its symbols in `scratch.symbols`.
+fn assemble_block(
+    block: &BlockToDecode<'_>,
+    kind: FloatKind,
+    k: u32,
+    kernel: Kernel,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
+    let split = Split {
+        symbol_bits: kind.symbol_bits(k),
+        low_bits: kind.low_bits(k),
+        zero_bits: block.zero_bits,
+        value_bits: 8 * kind.width() as u32,
+    };
+    let values = block.values;
     scratch.raw.clear();
     scratch.raw.extend_from_slice(block.raw_bits);
     scratch.raw.extend_from_slice(&[0; 16]);
@@ -512,7 +580,6 @@ fn decode_block(
         4 => assemble::<4>(split, &scratch.symbols, &scratch.raw, dst),
         _ => assemble::<8>(split, &scratch.symbols, &scratch.raw, dst),
     }
-    Ok(())
 }
 
 /// Writes each value from its symbol and its field of the packed raw bits (followed by
@@ -702,28 +769,48 @@ mod tests {
         }
     }
 
-    /// Best-of-N decode speed of each kernel on 64 MiB of weights, the kernels taking
-    /// turns so that drift in the machine's speed hits both alike.
+    /// Best-of-N decode speed of each kernel on 64 MiB of weights in 4 MiB frames (as
+    /// `cargo xtask bench` decodes them: into a reused buffer), the kernels taking turns
+    /// so that drift in the machine's speed hits both alike.
     #[test]
     #[ignore = "a benchmark: cargo test --release -p mmh-codecs --lib decode_speed -- --ignored --nocapture"]
     fn decode_speed() {
         let runs: usize = std::env::var("MMH_BENCH_RUNS").map_or(7, |v| v.parse().unwrap());
+        // MMH_BENCH_KERNEL=scalar or =best runs one kernel.
+        let kernels: &[Kernel] = match std::env::var("MMH_BENCH_KERNEL").as_deref() {
+            Ok("scalar") => &[Kernel::Scalar],
+            Ok("best") => &[Kernel::best()],
+            _ => &[Kernel::Scalar, Kernel::best()],
+        };
         for kind in [FloatKind::Bf16, FloatKind::F16] {
             let raw = weights(kind, 32 << 20, 1);
-            let mut stored = Vec::new();
-            assert!(encode(&raw, kind, &mut stored));
-            let kernels = [Kernel::Scalar, Kernel::best()];
+            let frames: Vec<(&[u8], Vec<u8>)> = raw
+                .chunks(4 << 20)
+                .map(|frame| {
+                    let mut stored = Vec::new();
+                    assert!(encode(frame, kind, &mut stored));
+                    (frame, stored)
+                })
+                .collect();
             let mut times = vec![Vec::new(); kernels.len()];
+            let mut out = Vec::new();
             for _ in 0..runs {
                 for (kernel, times) in kernels.iter().zip(&mut times) {
-                    let mut out = Vec::new();
-                    let start = std::time::Instant::now();
-                    decode_with(&stored, raw.len(), kind, *kernel, &mut out).unwrap();
-                    times.push(start.elapsed().as_secs_f64());
-                    assert!(out == raw);
+                    let mut time = 0.0;
+                    for (frame, stored) in &frames {
+                        out.clear();
+                        let start = std::time::Instant::now();
+                        decode_with(stored, frame.len(), kind, *kernel, &mut out).unwrap();
+                        time += start.elapsed().as_secs_f64();
+                        assert!(out == *frame);
+                    }
+                    times.push(time);
                 }
             }
             for (kernel, times) in kernels.iter().zip(&mut times) {
+                if times.is_empty() {
+                    continue;
+                }
                 times.sort_by(f64::total_cmp);
                 let mbs = |t: f64| raw.len() as f64 / t / 1e6;
                 println!(
