@@ -258,7 +258,7 @@ pub(crate) fn decode_lanes(
     scratch.finish(states, next, count, rest)
 }
 
-/// One block's input to [`decode_lanes_pair`]: its frequencies, initial states and
+/// One block's input to [`decode_lanes_many`]: its frequencies, initial states and
 /// words, and where its symbols go.
 #[cfg(target_arch = "x86_64")]
 pub(crate) struct LanesToDecode<'a, 'b> {
@@ -268,37 +268,46 @@ pub(crate) struct LanesToDecode<'a, 'b> {
     pub(crate) symbols: &'b mut [u16],
 }
 
-/// [`decode_lanes`] of two blocks at once with AVX2: one block's lanes wait on table
-/// reads most of the time, and the other's fill that time. Returns each block's result,
+/// [`decode_lanes`] of `N` blocks at once with AVX2: each block's lanes wait on table
+/// reads most of the time, and the others' fill that time. Returns each block's result,
 /// as [`decode_lanes`] would return it.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn decode_lanes_pair(
+pub(crate) fn decode_lanes_many<const N: usize>(
     avx2: simd::Avx2,
-    blocks: [LanesToDecode<'_, '_>; 2],
-    scratch: [&mut DecodeScratch; 2],
-) -> [Result<(), String>; 2] {
-    let [a, b] = blocks;
-    let [sa, sb] = scratch;
-    let counts = [sa.prepare(a.freqs, a.words), sb.prepare(b.freqs, b.words)];
-    let mut states = [a.states, b.states];
-    let mut symbols = [a.symbols, b.symbols];
+    blocks: [LanesToDecode<'_, '_>; N],
+    mut scratch: [&mut DecodeScratch; N],
+) -> [Result<(), String>; N] {
+    let mut counts = [0; N];
+    let mut states = [[0; LANES]; N];
+    for (i, block) in blocks.iter().enumerate() {
+        counts[i] = scratch[i].prepare(block.freqs, block.words);
+        states[i] = block.states;
+    }
+    let mut symbols = blocks.map(|block| block.symbols);
     let wholes = symbols.each_ref().map(|s| s.len() - s.len() % LANES);
-    let together = wholes[0].min(wholes[1]);
-    let [s0, s1] = &mut symbols;
-    let (ra, rb) = (&mut s0[..together], &mut s1[..together]);
-    let [tables_a, tables_b] = [sa.tables(), sb.tables()];
-    let paired = avx2.rans_rows_pair([&tables_a, &tables_b], &mut states, counts, [ra, rb]);
-    let scratches = [&*sa, &*sb];
+    let together = wholes.iter().copied().min().unwrap_or(0);
+    let scratch = scratch.each_mut().map(|s| &**s);
+    let tables = scratch.map(DecodeScratch::tables);
+    let done = avx2.rans_rows_many(
+        tables.each_ref(),
+        &mut states,
+        counts,
+        symbols.each_mut().map(|s| &mut s[..together]),
+    );
     std::array::from_fn(|i| {
-        let (rows_done, start) = paired[i].ok_or("the words run out")?;
+        let (rows_done, start) = done[i].ok_or("the words run out")?;
         let (_, rest) = symbols[i].split_at_mut(rows_done);
         let (rows, rest) = rest.split_at_mut(wholes[i] - rows_done);
-        let tables = scratches[i].tables().from_word(start);
         let next = start
             + avx2
-                .rans_rows(&tables, &mut states[i], counts[i] - start, rows)
+                .rans_rows(
+                    &tables[i].from_word(start),
+                    &mut states[i],
+                    counts[i] - start,
+                    rows,
+                )
                 .ok_or("the words run out")?;
-        scratches[i].finish(states[i], next, counts[i], rest)
+        scratch[i].finish(states[i], next, counts[i], rest)
     })
 }
 

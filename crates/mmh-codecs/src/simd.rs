@@ -70,18 +70,18 @@ impl Avx2 {
         unsafe { rans_rows(tables, states, count, symbols) }
     }
 
-    /// [`Avx2::rans_rows`] of two blocks in step (their `symbols` of the same length), as
-    /// far as both have words: for each, `None` if it ran out, or how many symbols
-    /// both decoded and how many words it took.
-    pub(crate) fn rans_rows_pair(
+    /// [`Avx2::rans_rows`] of `N` blocks in step (their `symbols` of the same length),
+    /// as far as all have words: for each, `None` if it ran out, or how many symbols
+    /// all decoded and how many words it took.
+    pub(crate) fn rans_rows_many<const N: usize>(
         self,
-        tables: [&Tables<'_>; 2],
-        states: &mut [[u32; 8]; 2],
-        counts: [usize; 2],
-        symbols: [&mut [u16]; 2],
-    ) -> [Option<(usize, usize)>; 2] {
+        tables: [&Tables<'_>; N],
+        states: &mut [[u32; 8]; N],
+        counts: [usize; N],
+        symbols: [&mut [u16]; N],
+    ) -> [Option<(usize, usize)>; N] {
         // SAFETY: invariant 1.
-        unsafe { rans_rows_pair(tables, states, counts, symbols) }
+        unsafe { rans_rows_many(tables, states, counts, symbols) }
     }
 
     /// Writes 16-bit values from their symbols and packed raw fields of `raw_bits` bits
@@ -222,41 +222,37 @@ fn rans_rows(
 }
 
 #[target_feature(enable = "avx2,popcnt")]
-fn rans_rows_pair(
-    tables: [&Tables<'_>; 2],
-    states: &mut [[u32; 8]; 2],
-    counts: [usize; 2],
-    symbols: [&mut [u16]; 2],
-) -> [Option<(usize, usize)>; 2] {
-    let [sa, sb] = symbols;
-    debug_assert!(sa.len() == sb.len() && sa.len() % 8 == 0);
+fn rans_rows_many<const N: usize>(
+    tables: [&Tables<'_>; N],
+    states: &mut [[u32; 8]; N],
+    counts: [usize; N],
+    symbols: [&mut [u16]; N],
+) -> [Option<(usize, usize)>; N] {
+    let len = symbols.iter().map(|s| s.len()).min().unwrap_or(0);
+    debug_assert!(symbols.iter().all(|s| s.len() == len) && len % 8 == 0);
     let c = RowConstants::new();
-    // SAFETY: invariant 3 (8 u32 each).
-    let (mut xa, mut xb) = unsafe {
-        (
-            _mm256_loadu_si256(states[0].as_ptr().cast()),
-            _mm256_loadu_si256(states[1].as_ptr().cast()),
-        )
-    };
-    let (mut na, mut nb) = (0usize, 0usize);
+    let mut x = [_mm256_setzero_si256(); N];
+    for (x, state) in x.iter_mut().zip(states.iter()) {
+        // SAFETY: invariant 3 (8 u32).
+        *x = unsafe { _mm256_loadu_si256(state.as_ptr().cast()) };
+    }
+    let mut next = [0usize; N];
     let mut done = 0;
-    for (ra, rb) in sa.chunks_exact_mut(8).zip(sb.chunks_exact_mut(8)) {
-        xa = row_step(&c, tables[0], xa, &mut na, ra.try_into().expect("a row"));
-        xb = row_step(&c, tables[1], xb, &mut nb, rb.try_into().expect("a row"));
+    while done < len {
+        for i in 0..N {
+            let row: &mut [u16; 8] = (&mut symbols[i][done..done + 8]).try_into().expect("a row");
+            x[i] = row_step(&c, tables[i], x[i], &mut next[i], row);
+        }
         done += 8;
-        if na > counts[0] || nb > counts[1] {
+        if (0..N).any(|i| next[i] > counts[i]) {
             break;
         }
     }
-    // SAFETY: invariant 3 (8 u32 each).
-    unsafe {
-        _mm256_storeu_si256(states[0].as_mut_ptr().cast(), xa);
-        _mm256_storeu_si256(states[1].as_mut_ptr().cast(), xb);
+    for (state, x) in states.iter_mut().zip(x) {
+        // SAFETY: invariant 3 (8 u32).
+        unsafe { _mm256_storeu_si256(state.as_mut_ptr().cast(), x) };
     }
-    [
-        (na <= counts[0]).then_some((done, na)),
-        (nb <= counts[1]).then_some((done, nb)),
-    ]
+    std::array::from_fn(|i| (next[i] <= counts[i]).then_some((done, next[i])))
 }
 
 #[target_feature(enable = "avx2")]

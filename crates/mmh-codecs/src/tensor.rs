@@ -335,32 +335,35 @@ pub(crate) fn decode_with(
     let (k, tail, blocks) = read_frame(stored, raw_len, kind)?;
     out.reserve_exact(raw_len);
     let at = |number: usize| move |reason| format!("block {number}: {reason}");
-    let mut scratch = [Scratch::default(), Scratch::default()];
-    let [first, second] = &mut scratch;
-    let mut blocks = blocks.into_iter().enumerate();
-    while let Some((number, (block, values))) = blocks.next() {
-        let block = read_block(block, values, kind, k).map_err(at(number))?;
+    let mut scratch: [Scratch; GROUP] = Default::default();
+    // SIMD kernels decode up to GROUP blocks together; errors are reported for the first
+    // bad block in block order, as the one-block loop reports them.
+    let width = match kernel {
+        Kernel::Scalar => 1,
         #[cfg(target_arch = "x86_64")]
-        if let Kernel::Avx2(avx2) = kernel
-            && let Some((other_number, (other, values))) = blocks.next()
-        {
-            // Two blocks at a time, reporting the first error in block order as the
-            // one-block loop does.
-            let other = match read_block(other, values, kind, k) {
-                Ok(other) => other,
+        Kernel::Avx2(_) => GROUP,
+    };
+    let mut blocks = blocks.into_iter().enumerate();
+    loop {
+        let mut group = Vec::with_capacity(width);
+        let mut unreadable = None;
+        for (number, (block, values)) in blocks.by_ref().take(width) {
+            match read_block(block, values, kind, k) {
+                Ok(block) => group.push((number, block)),
                 Err(reason) => {
-                    decode_block(&block, kind, k, kernel, first, out).map_err(at(number))?;
-                    return Err(at(other_number)(reason));
+                    unreadable = Some(at(number)(reason));
+                    break;
                 }
-            };
-            let [result, other_result] = symbols_pair(avx2, [&block, &other], [first, second]);
-            result.map_err(at(number))?;
-            assemble_block(&block, kind, k, kernel, first, out);
-            other_result.map_err(at(other_number))?;
-            assemble_block(&other, kind, k, kernel, second, out);
-            continue;
+            }
         }
-        decode_block(&block, kind, k, kernel, first, out).map_err(at(number))?;
+        let last = group.len() < width || unreadable.is_some();
+        decode_group(&group, kind, k, kernel, &mut scratch, out)?;
+        if let Some(error) = unreadable {
+            return Err(error);
+        }
+        if last {
+            break;
+        }
     }
     out.extend_from_slice(tail);
     Ok(())
@@ -502,37 +505,67 @@ fn decode_block(
     Ok(())
 }
 
-/// The symbols of two blocks, each into its scratch's `symbols`, decoded together.
+/// Blocks that SIMD kernels decode together: enough to hide the latency of one
+/// block's table reads.
+const GROUP: usize = 4;
+
+/// Decodes the numbered blocks of `group` (at most [`GROUP`]) and appends their values;
+/// errors name the first bad block.
+fn decode_group(
+    group: &[(usize, BlockToDecode<'_>)],
+    kind: FloatKind,
+    k: u32,
+    kernel: Kernel,
+    scratch: &mut [Scratch; GROUP],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let at = |number: usize| move |reason| format!("block {number}: {reason}");
+    let results = match (kernel, group.len()) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2(avx2), 2..) => match group.len() {
+            2 => symbols_many::<2>(avx2, group, scratch).to_vec(),
+            3 => symbols_many::<3>(avx2, group, scratch).to_vec(),
+            _ => symbols_many::<4>(avx2, group, scratch).to_vec(),
+        },
+        _ => {
+            for ((number, block), scratch) in group.iter().zip(scratch.iter_mut()) {
+                decode_block(block, kind, k, kernel, scratch, out).map_err(at(*number))?;
+            }
+            return Ok(());
+        }
+    };
+    for (((number, block), result), scratch) in group.iter().zip(results).zip(scratch) {
+        result.map_err(at(*number))?;
+        assemble_block(block, kind, k, kernel, scratch, out);
+    }
+    Ok(())
+}
+
+/// The symbols of `N` blocks, each into its scratch's `symbols`, decoded together.
 #[cfg(target_arch = "x86_64")]
-fn symbols_pair(
+fn symbols_many<const N: usize>(
     avx2: crate::simd::Avx2,
-    blocks: [&BlockToDecode<'_>; 2],
-    scratch: [&mut Scratch; 2],
-) -> [Result<(), String>; 2] {
-    let [a, b] = scratch;
-    for (block, scratch) in blocks.iter().zip([&mut *a, &mut *b]) {
+    group: &[(usize, BlockToDecode<'_>)],
+    scratch: &mut [Scratch; GROUP],
+) -> [Result<(), String>; N] {
+    let scratch: &mut [Scratch; N] = (&mut scratch[..N]).try_into().expect("N scratches");
+    let mut rans = Vec::with_capacity(N);
+    let mut lanes = Vec::with_capacity(N);
+    for ((_, block), scratch) in group.iter().zip(scratch.iter_mut()) {
         scratch.symbols.clear();
         scratch.symbols.resize(block.values, 0);
-    }
-    fn lanes<'a, 'b>(
-        block: &'a BlockToDecode<'a>,
-        symbols: &'b mut [u16],
-    ) -> rans::LanesToDecode<'a, 'b> {
-        rans::LanesToDecode {
+        rans.push(&mut scratch.rans);
+        lanes.push(rans::LanesToDecode {
             freqs: &block.freqs,
             states: block.states,
             words: block.words,
-            symbols,
-        }
+            symbols: &mut scratch.symbols,
+        });
     }
-    rans::decode_lanes_pair(
-        avx2,
-        [
-            lanes(blocks[0], &mut a.symbols),
-            lanes(blocks[1], &mut b.symbols),
-        ],
-        [&mut a.rans, &mut b.rans],
-    )
+    let (Ok(lanes), Ok(rans)) = (lanes.try_into(), rans.try_into()) else {
+        unreachable!("N blocks and scratches");
+    };
+    rans::decode_lanes_many(avx2, lanes, rans)
 }
 
 /// Appends a block's values, given its symbols in `scratch.symbols`.
