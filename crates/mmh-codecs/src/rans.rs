@@ -192,6 +192,15 @@ pub(crate) struct DecodeScratch {
     step: Box<[u32; PROB_SCALE as usize]>,
     /// The block's words, and padding so that a read past the end stays in bounds.
     words: Vec<u16>,
+    /// For the SIMD kernels, when no frequency passes 2048 and the symbols with a
+    /// frequency lie within 512 of the first of them: per slot,
+    /// `(symbol - first) << 23 | freq << 11 | offset`, one table read a symbol instead
+    /// of two.
+    #[cfg(target_arch = "x86_64")]
+    packed: Box<[u32; PROB_SCALE as usize]>,
+    /// `first`, when `packed` is filled for this block.
+    #[cfg(target_arch = "x86_64")]
+    packed_first: Option<u32>,
 }
 
 impl Default for DecodeScratch {
@@ -200,6 +209,10 @@ impl Default for DecodeScratch {
             symbol: Box::new([0; SYMBOL_TABLE_LEN]),
             step: Box::new([0; PROB_SCALE as usize]),
             words: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            packed: Box::new([0; PROB_SCALE as usize]),
+            #[cfg(target_arch = "x86_64")]
+            packed_first: None,
         }
     }
 }
@@ -251,9 +264,11 @@ pub(crate) fn decode_lanes(
             next
         }
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2(avx2) => avx2
-            .rans_rows(&scratch.tables(), &mut states, count, rows)
-            .ok_or("the words run out")?,
+        Kernel::Avx2(avx2) => {
+            scratch.prepare_packed(freqs);
+            avx2.rans_rows(&scratch.tables(), &mut states, count, rows)
+                .ok_or("the words run out")?
+        }
     };
     scratch.finish(states, next, count, rest)
 }
@@ -281,6 +296,7 @@ pub(crate) fn decode_lanes_many<const N: usize>(
     let mut states = [[0; LANES]; N];
     for (i, block) in blocks.iter().enumerate() {
         counts[i] = scratch[i].prepare(block.freqs, block.words);
+        scratch[i].prepare_packed(block.freqs);
         states[i] = block.states;
     }
     let mut symbols = blocks.map(|block| block.symbols);
@@ -315,6 +331,10 @@ impl DecodeScratch {
     /// Fills the tables from the frequencies and the words from their bytes (with
     /// padding); returns how many words there are.
     fn prepare(&mut self, freqs: &[u32], word_bytes: &[u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.packed_first = None;
+        }
         let mut cum = 0usize;
         for (s, &f) in freqs.iter().enumerate() {
             for j in 0..f as usize {
@@ -337,12 +357,38 @@ impl DecodeScratch {
         count
     }
 
+    /// Fills `packed` from the frequencies (after [`DecodeScratch::prepare`]), if no
+    /// frequency passes 2048 and the symbols with a frequency span at most 512.
+    #[cfg(target_arch = "x86_64")]
+    fn prepare_packed(&mut self, freqs: &[u32]) {
+        self.packed_first = None;
+        let (Some(first), Some(last)) = (
+            freqs.iter().position(|&f| f > 0),
+            freqs.iter().rposition(|&f| f > 0),
+        ) else {
+            return;
+        };
+        if last - first >= 512 || freqs[first..=last].iter().any(|&f| f > 2048) {
+            return;
+        }
+        let mut cum = 0usize;
+        for (rel, &f) in freqs[first..=last].iter().enumerate() {
+            for j in 0..f as usize {
+                // rel < 512: 9 bits; f ≤ 2048: 12 bits; j < f: 11 bits.
+                self.packed[cum + j] = ((rel as u32) << 23) | (f << 11) | j as u32;
+            }
+            cum += f as usize;
+        }
+        self.packed_first = Some(first as u32);
+    }
+
     /// What the SIMD kernels read.
     #[cfg(target_arch = "x86_64")]
     fn tables(&self) -> simd::Tables<'_> {
         simd::Tables {
             step: &self.step,
             symbol: &self.symbol,
+            packed: self.packed_first.map(|first| (&*self.packed, first)),
             words: &self.words,
         }
     }

@@ -10,9 +10,9 @@
 //!
 //! 1. An [`Avx2`] exists only when the CPU has AVX2 and POPCNT: [`Avx2::detect`] is its
 //!    only constructor, so its methods may call the `#[target_feature]` functions.
-//! 2. A gather from a decoder table uses slots `x & 4095`, below 4096: the step table
-//!    holds 4096 `u32`, and the symbol table [`SYMBOL_TABLE_LEN`] `u16`, so that the
-//!    4-byte read at the `u16` of slot 4095 stays inside it.
+//! 2. A gather from a decoder table uses slots `x & 4095`, below 4096: the step and
+//!    packed tables hold 4096 `u32`, and the symbol table [`SYMBOL_TABLE_LEN`] `u16`, so
+//!    that the 4-byte read at the `u16` of slot 4095 stays inside it.
 //! 3. Every other load and store goes through a slice of exactly its size, taken with
 //!    bounds-checked indexing just before.
 
@@ -30,6 +30,9 @@ pub(crate) struct Tables<'a> {
     pub(crate) step: &'a [u32; PROB_SCALE as usize],
     /// Per slot: the symbol, and padding.
     pub(crate) symbol: &'a [u16; SYMBOL_TABLE_LEN],
+    /// When no frequency passes 2048 and the block's symbols span at most 512: per
+    /// slot, `(symbol - first) << 23 | freq << 11 | offset`, and `first`.
+    pub(crate) packed: Option<(&'a [u32; PROB_SCALE as usize], u32)>,
     /// The words not yet read, then at least 8 of padding.
     pub(crate) words: &'a [u16],
 }
@@ -40,6 +43,7 @@ impl<'a> Tables<'a> {
         Tables {
             step: self.step,
             symbol: self.symbol,
+            packed: self.packed,
             words: &self.words[start..],
         }
     }
@@ -148,6 +152,7 @@ struct RowConstants {
     offset_mask: __m256i,
     nibbles: __m256i,
     shuffle: __m256i,
+    low11: __m256i,
 }
 
 impl RowConstants {
@@ -159,6 +164,7 @@ impl RowConstants {
             offset_mask: _mm256_set1_epi32(0xFFFF),
             nibbles: _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
             shuffle: low_halves(),
+            low11: _mm256_set1_epi32(0x7FF),
         }
     }
 }
@@ -176,15 +182,28 @@ fn row_step(
     row: &mut [u16; 8],
 ) -> __m256i {
     let slot = _mm256_and_si256(x, c.slot_mask);
-    // SAFETY: invariant 2.
-    let e = unsafe { _mm256_i32gather_epi32::<4>(tables.step.as_ptr().cast(), slot) };
-    // SAFETY: invariant 2.
-    let s = unsafe { _mm256_i32gather_epi32::<2>(tables.symbol.as_ptr().cast(), slot) };
+    let (y, s) = if let Some((packed, first)) = tables.packed {
+        // SAFETY: invariant 2 (the packed table holds 4096 u32).
+        let e = unsafe { _mm256_i32gather_epi32::<4>(packed.as_ptr().cast(), slot) };
+        let freq = _mm256_and_si256(_mm256_srli_epi32::<11>(e), c.slot_mask);
+        let y = _mm256_add_epi32(
+            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x)),
+            _mm256_and_si256(e, c.low11),
+        );
+        let s = _mm256_add_epi32(_mm256_srli_epi32::<23>(e), _mm256_set1_epi32(first as i32));
+        (y, s)
+    } else {
+        // SAFETY: invariant 2.
+        let e = unsafe { _mm256_i32gather_epi32::<4>(tables.step.as_ptr().cast(), slot) };
+        // SAFETY: invariant 2.
+        let s = unsafe { _mm256_i32gather_epi32::<2>(tables.symbol.as_ptr().cast(), slot) };
+        let y = _mm256_add_epi32(
+            _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
+            _mm256_and_si256(e, c.offset_mask),
+        );
+        (y, s)
+    };
     // States stay below 2^31 (rans.rs), so signed comparisons are exact.
-    let y = _mm256_add_epi32(
-        _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
-        _mm256_and_si256(e, c.offset_mask),
-    );
     let need = _mm256_cmpgt_epi32(c.low, y);
     let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
     let row_words: &[u16; 8] = tables.words[*next..*next + 8].try_into().expect("8 words");
