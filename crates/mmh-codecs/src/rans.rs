@@ -802,6 +802,35 @@ mod tests {
         }
 
         #[test]
+        fn the_kernels_agree(bits in 0u32..=12, skew in 1u32..4, seed in any::<u64>(), len in 0usize..3000, at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut state = seed | 1;
+            let symbols: Vec<u16> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // From uniform (skew 1) to mostly one symbol (skew 3).
+                    let r = (state % 4096) as u64;
+                    ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
+                })
+                .collect();
+            let mut stream = Vec::new();
+            encode(&symbols, bits, &mut Vec::new(), &mut stream);
+            let mut damaged = stream.clone();
+            let i = at.index(damaged.len());
+            damaged[i] ^= 1 << bit;
+            for stream in [&stream, &damaged] {
+                let (mut want, mut got) = (vec![0u16; len], vec![0u16; len]);
+                let want_result = decode(stream, bits, Kernel::Scalar, &mut DecodeScratch::default(), &mut want);
+                let got_result = decode(stream, bits, Kernel::best(), &mut DecodeScratch::default(), &mut got);
+                prop_assert_eq!(&got_result, &want_result);
+                if want_result.is_ok() {
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+
+        #[test]
         fn flipped_bytes_never_panic(seed in any::<u64>(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let symbols: Vec<u16> = (0..2000u64).map(|i| ((i ^ seed) % 23) as u16).collect();
             let mut stream = Vec::new();

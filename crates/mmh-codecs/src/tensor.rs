@@ -180,8 +180,8 @@ impl Split {
 struct Scratch {
     symbols: Vec<u16>,
     words: Vec<u16>,
-    /// A block's raw bits and 16 zero bytes, so that every field is one 8-byte read (and
-    /// every group of 8 fields of up to 8 bits one 16-byte read, for SIMD).
+    /// A block's raw bits (those the SIMD kernel leaves) and 8 zero bytes, so that every
+    /// field is one 8-byte read.
     raw: Vec<u8>,
     rans: rans::DecodeScratch,
 }
@@ -583,35 +583,42 @@ fn assemble_block(
         zero_bits: block.zero_bits,
         value_bits: 8 * kind.width() as u32,
     };
-    let values = block.values;
-    scratch.raw.clear();
-    scratch.raw.extend_from_slice(block.raw_bits);
-    scratch.raw.extend_from_slice(&[0; 16]);
     let start = out.len();
-    out.resize(start + values * kind.width(), 0);
+    out.resize(start + block.values * kind.width(), 0);
     let dst = &mut out[start..];
-    let (symbols, raw) = (&scratch.symbols[..], &scratch.raw[..]);
+    let symbols = &scratch.symbols[..];
+    // The SIMD kernel reads the block's raw bits where they are and leaves the last
+    // fields to the scalar code, which wants them followed by 8 spare bytes.
+    let (done, raw_from) = match (kernel, kind.width()) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2(avx2), 2) => {
+            let bits = split.raw_bits();
+            let done = avx2.assemble16(
+                bits,
+                split.low_bits,
+                split.zero_bits,
+                symbols,
+                block.raw_bits,
+                dst,
+            );
+            // Groups of 8 fields are whole bytes: the rest starts at a byte.
+            (done, done * bits as usize / 8)
+        }
+        _ => (0, 0),
+    };
+    scratch.raw.clear();
+    scratch.raw.extend_from_slice(&block.raw_bits[raw_from..]);
+    scratch.raw.extend_from_slice(&[0; 8]);
+    let (symbols, raw, dst) = (
+        &symbols[done..],
+        &scratch.raw[..],
+        &mut dst[kind.width() * done..],
+    );
     match kind.width() {
         1 => assemble::<1>(split, symbols, raw, dst),
-        2 => match kernel {
-            Kernel::Scalar => assemble::<2>(split, symbols, raw, dst),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(avx2) => {
-                let bits = split.raw_bits();
-                let done =
-                    avx2.assemble16(bits, split.low_bits, split.zero_bits, symbols, raw, dst);
-                // Groups of 8 fields are whole bytes: the rest starts at a byte.
-                let raw_from = done * bits as usize / 8;
-                assemble::<2>(
-                    split,
-                    &symbols[done..],
-                    &raw[raw_from..],
-                    &mut dst[2 * done..],
-                );
-            }
-        },
-        4 => assemble::<4>(split, &scratch.symbols, &scratch.raw, dst),
-        _ => assemble::<8>(split, &scratch.symbols, &scratch.raw, dst),
+        2 => assemble::<2>(split, symbols, raw, dst),
+        4 => assemble::<4>(split, symbols, raw, dst),
+        _ => assemble::<8>(split, symbols, raw, dst),
     }
 }
 
