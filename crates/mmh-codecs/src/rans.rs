@@ -317,7 +317,7 @@ pub(crate) fn decode_lanes_many<const N: usize>(
         let next = start
             + avx2
                 .rans_rows(
-                    &tables[i].from_word(start),
+                    &tables[i].skip_words(start),
                     &mut states[i],
                     counts[i] - start,
                     rows,
@@ -810,7 +810,7 @@ mod tests {
                     state ^= state >> 7;
                     state ^= state << 17;
                     // From uniform (skew 1) to mostly one symbol (skew 3).
-                    let r = (state % 4096) as u64;
+                    let r = state % 4096;
                     ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
                 })
                 .collect();

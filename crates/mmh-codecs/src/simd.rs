@@ -39,7 +39,7 @@ pub(crate) struct Tables<'a> {
 
 impl<'a> Tables<'a> {
     /// The same tables, the words from word `start` on.
-    pub(crate) fn from_word(&self, start: usize) -> Tables<'a> {
+    pub(crate) fn skip_words(&self, start: usize) -> Tables<'a> {
         Tables {
             step: self.step,
             symbol: self.symbol,
@@ -224,7 +224,7 @@ fn rans_rows(
     count: usize,
     symbols: &mut [u16],
 ) -> Option<usize> {
-    debug_assert!(tables.words.len() >= count + 8 && symbols.len() % 8 == 0);
+    debug_assert!(tables.words.len() >= count + 8 && symbols.len().is_multiple_of(8));
     let c = RowConstants::new();
     // SAFETY: invariant 3 (8 u32).
     let mut x = unsafe { _mm256_loadu_si256(states.as_ptr().cast()) };
@@ -248,7 +248,7 @@ fn rans_rows_many<const N: usize>(
     symbols: [&mut [u16]; N],
 ) -> [Option<(usize, usize)>; N] {
     let len = symbols.iter().map(|s| s.len()).min().unwrap_or(0);
-    debug_assert!(symbols.iter().all(|s| s.len() == len) && len % 8 == 0);
+    debug_assert!(symbols.iter().all(|s| s.len() == len) && len.is_multiple_of(8));
     let c = RowConstants::new();
     let mut x = [_mm256_setzero_si256(); N];
     for (x, state) in x.iter_mut().zip(states.iter()) {
