@@ -335,14 +335,14 @@ pub(crate) fn decode_with(
     let (k, tail, blocks) = read_frame(stored, raw_len, kind)?;
     out.reserve_exact(raw_len);
     let at = |number: usize| move |reason| format!("block {number}: {reason}");
-    let mut scratch: [Scratch; GROUP] = Default::default();
     // SIMD kernels decode up to GROUP blocks together; errors are reported for the first
     // bad block in block order, as the one-block loop reports them.
     let width = match kernel {
         Kernel::Scalar => 1,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2(_) => GROUP,
+        Kernel::Avx2(_) => GROUP.min(blocks.len()).max(1),
     };
+    let mut scratch: Vec<Scratch> = (0..width).map(|_| Scratch::default()).collect();
     let mut blocks = blocks.into_iter().enumerate();
     loop {
         let mut group = Vec::with_capacity(width);
@@ -509,14 +509,14 @@ fn decode_block(
 /// block's table reads.
 const GROUP: usize = 4;
 
-/// Decodes the numbered blocks of `group` (at most [`GROUP`]) and appends their values;
-/// errors name the first bad block.
+/// Decodes the numbered blocks of `group` (at most [`GROUP`], and at most one a
+/// scratch) and appends their values; errors name the first bad block.
 fn decode_group(
     group: &[(usize, BlockToDecode<'_>)],
     kind: FloatKind,
     k: u32,
     kernel: Kernel,
-    scratch: &mut [Scratch; GROUP],
+    scratch: &mut [Scratch],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let at = |number: usize| move |reason| format!("block {number}: {reason}");
@@ -546,7 +546,7 @@ fn decode_group(
 fn symbols_many<const N: usize>(
     avx2: crate::simd::Avx2,
     group: &[(usize, BlockToDecode<'_>)],
-    scratch: &mut [Scratch; GROUP],
+    scratch: &mut [Scratch],
 ) -> [Result<(), String>; N] {
     let scratch: &mut [Scratch; N] = (&mut scratch[..N]).try_into().expect("N scratches");
     let mut rans = Vec::with_capacity(N);
