@@ -507,6 +507,7 @@ fn decode_block(
 
 /// Blocks that SIMD kernels decode together: enough to hide the latency of one
 /// block's table reads.
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 4;
 
 /// Decodes the numbered blocks of `group` (at most [`GROUP`], and at most one a
@@ -520,23 +521,23 @@ fn decode_group(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let at = |number: usize| move |reason| format!("block {number}: {reason}");
-    let results = match (kernel, group.len()) {
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2(avx2), 2..) => match group.len() {
+    #[cfg(target_arch = "x86_64")]
+    if let Kernel::Avx2(avx2) = kernel
+        && group.len() > 1
+    {
+        let results = match group.len() {
             2 => symbols_many::<2>(avx2, group, scratch).to_vec(),
             3 => symbols_many::<3>(avx2, group, scratch).to_vec(),
             _ => symbols_many::<4>(avx2, group, scratch).to_vec(),
-        },
-        _ => {
-            for ((number, block), scratch) in group.iter().zip(scratch.iter_mut()) {
-                decode_block(block, kind, k, kernel, scratch, out).map_err(at(*number))?;
-            }
-            return Ok(());
+        };
+        for (((number, block), result), scratch) in group.iter().zip(results).zip(scratch) {
+            result.map_err(at(*number))?;
+            assemble_block(block, kind, k, kernel, scratch, out);
         }
-    };
-    for (((number, block), result), scratch) in group.iter().zip(results).zip(scratch) {
-        result.map_err(at(*number))?;
-        assemble_block(block, kind, k, kernel, scratch, out);
+        return Ok(());
+    }
+    for ((number, block), scratch) in group.iter().zip(scratch.iter_mut()) {
+        decode_block(block, kind, k, kernel, scratch, out).map_err(at(*number))?;
     }
     Ok(())
 }
