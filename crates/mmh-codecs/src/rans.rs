@@ -10,11 +10,15 @@
 //! carries its own table, because weight statistics drift within a tensor (on a bf16
 //! model, tables per 16 Ki values code 1.2% smaller than one table per file).
 
+use std::sync::OnceLock;
+
 use crate::blocks;
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
 
 /// Probabilities are multiples of 2^-12.
 pub const PROB_BITS: u32 = 12;
-const PROB_SCALE: u32 = 1 << PROB_BITS;
+pub(crate) const PROB_SCALE: u32 = 1 << PROB_BITS;
 /// Interleaved states per block: enough independent work for a CPU core, and a
 /// quarter of a GPU warp.
 pub const LANES: usize = 8;
@@ -24,6 +28,38 @@ pub const LANES: usize = 8;
 pub const STATE_LOW: u32 = 1 << 15;
 /// The widest symbol the table can name.
 pub(crate) const MAX_SYMBOL_BITS: u32 = 12;
+
+/// Length of the decoder's symbol table: a `u16` a slot, and padding for the SIMD
+/// gathers, which read 4 bytes at a slot.
+#[cfg(target_arch = "x86_64")]
+const SYMBOL_TABLE_LEN: usize = simd::SYMBOL_TABLE_LEN;
+#[cfg(not(target_arch = "x86_64"))]
+const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize;
+
+/// The code that runs the decoder's hot loops: the scalar reference, or SIMD kernels
+/// that produce the same bytes and the same errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// AVX2 (`simd.rs`): the rANS lanes, and joining 16-bit values.
+    #[cfg(target_arch = "x86_64")]
+    Avx2(simd::Avx2),
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub(crate) fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = simd::Avx2::detect() {
+                return Kernel::Avx2(avx2);
+            }
+            Kernel::Scalar
+        })
+    }
+}
 
 /// Bytes per block of the byte codec, as a power of two: 16 KiB follows the change from
 /// one byte plane of a delta to the next (the XOR of a checkpoint with its base: 17.4%
@@ -53,7 +89,7 @@ pub(crate) fn decode_bytes(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> 
     for (number, (block, len)) in blocks::read(stored, raw_len)?.into_iter().enumerate() {
         symbols.clear();
         symbols.resize(len, 0);
-        decode(block, 8, &mut scratch, &mut symbols)
+        decode(block, 8, Kernel::best(), &mut scratch, &mut symbols)
             .map_err(|reason| format!("block {number}: {reason}"))?;
         out.extend(symbols.iter().map(|&s| s as u8));
     }
@@ -150,20 +186,33 @@ pub(crate) fn read_lanes(stream: &[u8], symbol_bits: u32) -> Result<Lanes<'_>, S
 /// What decoding a block needs besides its bytes, reused from block to block.
 pub(crate) struct DecodeScratch {
     /// The symbol of each slot of the probability range.
-    symbol: Box<[u16; PROB_SCALE as usize]>,
+    symbol: Box<[u16; SYMBOL_TABLE_LEN]>,
     /// Per slot: the symbol's frequency in the high half, the slot's offset within the
     /// symbol's range in the low half.
     step: Box<[u32; PROB_SCALE as usize]>,
     /// The block's words, and padding so that a read past the end stays in bounds.
     words: Vec<u16>,
+    /// For the SIMD kernels, when no frequency passes 2048 and the symbols with a
+    /// frequency lie within 512 of the first of them: per slot,
+    /// `(symbol - first) << 23 | freq << 11 | offset`, one table read a symbol instead
+    /// of two.
+    #[cfg(target_arch = "x86_64")]
+    packed: Box<[u32; PROB_SCALE as usize]>,
+    /// `first`, when `packed` is filled for this block.
+    #[cfg(target_arch = "x86_64")]
+    packed_first: Option<u32>,
 }
 
 impl Default for DecodeScratch {
     fn default() -> Self {
         DecodeScratch {
-            symbol: Box::new([0; PROB_SCALE as usize]),
+            symbol: Box::new([0; SYMBOL_TABLE_LEN]),
             step: Box::new([0; PROB_SCALE as usize]),
             words: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            packed: Box::new([0; PROB_SCALE as usize]),
+            #[cfg(target_arch = "x86_64")]
+            packed_first: None,
         }
     }
 }
@@ -173,75 +222,213 @@ impl Default for DecodeScratch {
 pub(crate) fn decode(
     stream: &[u8],
     symbol_bits: u32,
+    kernel: Kernel,
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
     let lanes = read_lanes(stream, symbol_bits)?;
-    decode_lanes(&lanes.freqs, lanes.states, lanes.words, scratch, symbols)
+    decode_lanes(
+        &lanes.freqs,
+        lanes.states,
+        lanes.words,
+        kernel,
+        scratch,
+        symbols,
+    )
 }
 
-/// Decodes `symbols.len()` symbols from what [`read_lanes`] read.
+/// Decodes `symbols.len()` symbols from what [`read_lanes`] read, the whole rows with
+/// `kernel`.
 pub(crate) fn decode_lanes(
     freqs: &[u32],
     mut states: [u32; LANES],
     word_bytes: &[u8],
+    kernel: Kernel,
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
-    let mut cum = 0usize;
-    for (s, &f) in freqs.iter().enumerate() {
-        for j in 0..f as usize {
-            scratch.symbol[cum + j] = s as u16;
-            scratch.step[cum + j] = (f << 16) | j as u32;
+    let count = scratch.prepare(freqs, word_bytes);
+    let whole = symbols.len() - symbols.len() % LANES;
+    let (rows, rest) = symbols.split_at_mut(whole);
+    let next = match kernel {
+        Kernel::Scalar => {
+            let mut next = 0;
+            for row in rows.chunks_exact_mut(LANES) {
+                for (x, out) in states.iter_mut().zip(row) {
+                    scratch.lane_step(x, out, &mut next);
+                }
+                if next > count {
+                    return Err("the words run out".into());
+                }
+            }
+            next
         }
-        cum += f as usize;
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2(avx2) => {
+            scratch.prepare_packed(freqs);
+            avx2.rans_rows(&scratch.tables(), &mut states, count, rows)
+                .ok_or("the words run out")?
+        }
+    };
+    scratch.finish(states, next, count, rest)
+}
+
+/// One block's input to [`decode_lanes_many`]: its frequencies, initial states and
+/// words, and where its symbols go.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct LanesToDecode<'a, 'b> {
+    pub(crate) freqs: &'a [u32],
+    pub(crate) states: [u32; LANES],
+    pub(crate) words: &'a [u8],
+    pub(crate) symbols: &'b mut [u16],
+}
+
+/// [`decode_lanes`] of `N` blocks at once with AVX2: each block's lanes wait on table
+/// reads most of the time, and the others' fill that time. Returns each block's result,
+/// as [`decode_lanes`] would return it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn decode_lanes_many<const N: usize>(
+    avx2: simd::Avx2,
+    blocks: [LanesToDecode<'_, '_>; N],
+    mut scratch: [&mut DecodeScratch; N],
+) -> [Result<(), String>; N] {
+    let mut counts = [0; N];
+    let mut states = [[0; LANES]; N];
+    for (i, block) in blocks.iter().enumerate() {
+        counts[i] = scratch[i].prepare(block.freqs, block.words);
+        scratch[i].prepare_packed(block.freqs);
+        states[i] = block.states;
     }
-    let words = &mut scratch.words;
-    words.clear();
-    words.extend(
-        word_bytes
-            .chunks_exact(2)
-            .map(|w| u16::from_le_bytes([w[0], w[1]])),
+    let mut symbols = blocks.map(|block| block.symbols);
+    let wholes = symbols.each_ref().map(|s| s.len() - s.len() % LANES);
+    let together = wholes.iter().copied().min().unwrap_or(0);
+    let scratch = scratch.each_mut().map(|s| &**s);
+    let tables = scratch.map(DecodeScratch::tables);
+    let done = avx2.rans_rows_many(
+        tables.each_ref(),
+        &mut states,
+        counts,
+        symbols.each_mut().map(|s| &mut s[..together]),
     );
-    let count = words.len();
-    // A row reads at most one word a lane: with LANES words of padding, checking the
-    // count once a row keeps every read in bounds.
-    words.extend([0; LANES]);
-    let mut next = 0usize;
-    let (symbol, step) = (&*scratch.symbol, &*scratch.step);
-    let lane_step = |x: &mut u32, out: &mut u16, next: &mut usize| {
+    std::array::from_fn(|i| {
+        let (rows_done, start) = done[i].ok_or("the words run out")?;
+        let (_, rest) = symbols[i].split_at_mut(rows_done);
+        let (rows, rest) = rest.split_at_mut(wholes[i] - rows_done);
+        let next = start
+            + avx2
+                .rans_rows(
+                    &tables[i].skip_words(start),
+                    &mut states[i],
+                    counts[i] - start,
+                    rows,
+                )
+                .ok_or("the words run out")?;
+        scratch[i].finish(states[i], next, counts[i], rest)
+    })
+}
+
+impl DecodeScratch {
+    /// Fills the tables from the frequencies and the words from their bytes (with
+    /// padding); returns how many words there are.
+    fn prepare(&mut self, freqs: &[u32], word_bytes: &[u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.packed_first = None;
+        }
+        let mut cum = 0usize;
+        for (s, &f) in freqs.iter().enumerate() {
+            for j in 0..f as usize {
+                self.symbol[cum + j] = s as u16;
+                self.step[cum + j] = (f << 16) | j as u32;
+            }
+            cum += f as usize;
+        }
+        let words = &mut self.words;
+        words.clear();
+        words.extend(
+            word_bytes
+                .chunks_exact(2)
+                .map(|w| u16::from_le_bytes([w[0], w[1]])),
+        );
+        let count = words.len();
+        // A row reads at most one word a lane: with LANES words of padding, checking the
+        // count once a row keeps every read in bounds.
+        words.extend([0; LANES]);
+        count
+    }
+
+    /// Fills `packed` from the frequencies (after [`DecodeScratch::prepare`]), if no
+    /// frequency passes 2048 and the symbols with a frequency span at most 512.
+    #[cfg(target_arch = "x86_64")]
+    fn prepare_packed(&mut self, freqs: &[u32]) {
+        self.packed_first = None;
+        let (Some(first), Some(last)) = (
+            freqs.iter().position(|&f| f > 0),
+            freqs.iter().rposition(|&f| f > 0),
+        ) else {
+            return;
+        };
+        if last - first >= 512 || freqs[first..=last].iter().any(|&f| f > 2048) {
+            return;
+        }
+        let mut cum = 0usize;
+        for (rel, &f) in freqs[first..=last].iter().enumerate() {
+            for j in 0..f as usize {
+                // rel < 512: 9 bits; f ≤ 2048: 12 bits; j < f: 11 bits.
+                self.packed[cum + j] = ((rel as u32) << 23) | (f << 11) | j as u32;
+            }
+            cum += f as usize;
+        }
+        self.packed_first = Some(first as u32);
+    }
+
+    /// What the SIMD kernels read.
+    #[cfg(target_arch = "x86_64")]
+    fn tables(&self) -> simd::Tables<'_> {
+        simd::Tables {
+            step: &self.step,
+            symbol: &self.symbol,
+            packed: self.packed_first.map(|first| (&*self.packed, first)),
+            words: &self.words,
+        }
+    }
+
+    /// Decodes one symbol of a lane, the scalar reference of every kernel.
+    fn lane_step(&self, x: &mut u32, out: &mut u16, next: &mut usize) {
         let slot = (*x & (PROB_SCALE - 1)) as usize;
-        let e = step[slot];
+        let e = self.step[slot];
         let y = (e >> 16) * (*x >> PROB_BITS) + (e & 0xFFFF);
         // A refill is close to a coin toss for skewed symbols: arithmetic, not a branch.
         let need = u32::from(y < STATE_LOW);
-        let w = u32::from(words[*next]) & 0u32.wrapping_sub(need);
+        let w = u32::from(self.words[*next]) & 0u32.wrapping_sub(need);
         *x = (y << (16 * need)) | w;
         *next += need as usize;
-        *out = symbol[slot];
-    };
-    let mut rows = symbols.chunks_exact_mut(LANES);
-    for row in &mut rows {
-        for (x, out) in states.iter_mut().zip(row) {
-            lane_step(x, out, &mut next);
+        *out = self.symbol[slot];
+    }
+
+    /// Decodes the last, partial row (`rest`) from word `next` of `count`, then checks
+    /// that every word was read and every lane is back in its initial state.
+    fn finish(
+        &self,
+        mut states: [u32; LANES],
+        mut next: usize,
+        count: usize,
+        rest: &mut [u16],
+    ) -> Result<(), String> {
+        for (x, out) in states.iter_mut().zip(rest) {
+            self.lane_step(x, out, &mut next);
         }
         if next > count {
             return Err("the words run out".into());
         }
+        if next < count {
+            return Err(format!("{} words follow the last value", count - next));
+        }
+        if states.iter().any(|&x| x != STATE_LOW) {
+            return Err("a lane does not end in its initial state".into());
+        }
+        Ok(())
     }
-    for (x, out) in states.iter_mut().zip(rows.into_remainder()) {
-        lane_step(x, out, &mut next);
-    }
-    if next > count {
-        return Err("the words run out".into());
-    }
-    if next < count {
-        return Err(format!("{} words follow the last value", count - next));
-    }
-    if states.iter().any(|&x| x != STATE_LOW) {
-        return Err("a lane does not end in its initial state".into());
-    }
-    Ok(())
 }
 
 /// How often each symbol below `2^symbol_bits` occurs. Four tables, summed at the end:
@@ -466,7 +653,14 @@ mod tests {
         let mut stream = Vec::new();
         encode(symbols, bits, &mut Vec::new(), &mut stream);
         let mut back = vec![0u16; symbols.len()];
-        decode(&stream, bits, &mut DecodeScratch::default(), &mut back).unwrap();
+        decode(
+            &stream,
+            bits,
+            Kernel::best(),
+            &mut DecodeScratch::default(),
+            &mut back,
+        )
+        .unwrap();
         assert_eq!(back, symbols);
         stream
     }
@@ -535,16 +729,44 @@ mod tests {
             decode(
                 &stream[..stream.len() - 2],
                 6,
+                Kernel::best(),
                 &mut DecodeScratch::default(),
                 &mut back
             )
             .is_err()
         );
-        assert!(decode(&stream[..3], 6, &mut DecodeScratch::default(), &mut back).is_err());
-        assert!(decode(&stream, 5, &mut DecodeScratch::default(), &mut back).is_err());
+        assert!(
+            decode(
+                &stream[..3],
+                6,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
+        assert!(
+            decode(
+                &stream,
+                5,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
         let mut longer = stream.clone();
         longer.extend_from_slice(&[0, 0]);
-        assert!(decode(&longer, 6, &mut DecodeScratch::default(), &mut back).is_err());
+        assert!(
+            decode(
+                &longer,
+                6,
+                Kernel::best(),
+                &mut DecodeScratch::default(),
+                &mut back
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -580,6 +802,35 @@ mod tests {
         }
 
         #[test]
+        fn the_kernels_agree(bits in 0u32..=12, skew in 1u32..4, seed in any::<u64>(), len in 0usize..3000, at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut state = seed | 1;
+            let symbols: Vec<u16> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // From uniform (skew 1) to mostly one symbol (skew 3).
+                    let r = state % 4096;
+                    ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
+                })
+                .collect();
+            let mut stream = Vec::new();
+            encode(&symbols, bits, &mut Vec::new(), &mut stream);
+            let mut damaged = stream.clone();
+            let i = at.index(damaged.len());
+            damaged[i] ^= 1 << bit;
+            for stream in [&stream, &damaged] {
+                let (mut want, mut got) = (vec![0u16; len], vec![0u16; len]);
+                let want_result = decode(stream, bits, Kernel::Scalar, &mut DecodeScratch::default(), &mut want);
+                let got_result = decode(stream, bits, Kernel::best(), &mut DecodeScratch::default(), &mut got);
+                prop_assert_eq!(&got_result, &want_result);
+                if want_result.is_ok() {
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+
+        #[test]
         fn flipped_bytes_never_panic(seed in any::<u64>(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let symbols: Vec<u16> = (0..2000u64).map(|i| ((i ^ seed) % 23) as u16).collect();
             let mut stream = Vec::new();
@@ -587,7 +838,7 @@ mod tests {
             let i = at.index(stream.len());
             stream[i] ^= 1 << bit;
             let mut back = vec![0u16; symbols.len()];
-            if decode(&stream, 5, &mut DecodeScratch::default(), &mut back).is_ok() {
+            if decode(&stream, 5, Kernel::best(), &mut DecodeScratch::default(), &mut back).is_ok() {
                 // A flip the checks cannot see must still decode to symbols of the alphabet.
                 prop_assert!(back.iter().all(|&s| s < 32));
             }

@@ -15,6 +15,7 @@ use crate::Error;
 use crate::blocks;
 use crate::codec::CodecId;
 use crate::rans;
+use crate::rans::Kernel;
 
 /// Values per block that writers use, as a power of two: per-block statistics follow
 /// the drift of weight statistics, and the table and states each block carries cost
@@ -179,7 +180,8 @@ impl Split {
 struct Scratch {
     symbols: Vec<u16>,
     words: Vec<u16>,
-    /// A block's raw bits and 8 zero bytes, so that every field is one 8-byte read.
+    /// A block's raw bits (those the SIMD kernel leaves) and 8 zero bytes, so that every
+    /// field is one 8-byte read.
     raw: Vec<u8>,
     rans: rans::DecodeScratch,
 }
@@ -318,13 +320,50 @@ pub(crate) fn decode(
     kind: FloatKind,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    decode_with(stored, raw_len, kind, Kernel::best(), out)
+}
+
+/// [`decode`] with the hot loops run by `kernel`: the same bytes, or the same error,
+/// whichever it is.
+pub(crate) fn decode_with(
+    stored: &[u8],
+    raw_len: usize,
+    kind: FloatKind,
+    kernel: Kernel,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let (k, tail, blocks) = read_frame(stored, raw_len, kind)?;
     out.reserve_exact(raw_len);
-    let mut scratch = Scratch::default();
-    for (number, (block, values)) in blocks.into_iter().enumerate() {
-        read_block(block, values, kind, k)
-            .and_then(|block| decode_block(&block, kind, k, &mut scratch, out))
-            .map_err(|reason| format!("block {number}: {reason}"))?;
+    let at = |number: usize| move |reason| format!("block {number}: {reason}");
+    // SIMD kernels decode up to GROUP blocks together; errors are reported for the first
+    // bad block in block order, as the one-block loop reports them.
+    let width = match kernel {
+        Kernel::Scalar => 1,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2(_) => GROUP.min(blocks.len()).max(1),
+    };
+    let mut scratch: Vec<Scratch> = (0..width).map(|_| Scratch::default()).collect();
+    let mut blocks = blocks.into_iter().enumerate();
+    loop {
+        let mut group = Vec::with_capacity(width);
+        let mut unreadable = None;
+        for (number, (block, values)) in blocks.by_ref().take(width) {
+            match read_block(block, values, kind, k) {
+                Ok(block) => group.push((number, block)),
+                Err(reason) => {
+                    unreadable = Some(at(number)(reason));
+                    break;
+                }
+            }
+        }
+        let last = group.len() < width || unreadable.is_some();
+        decode_group(&group, kind, k, kernel, &mut scratch, out)?;
+        if let Some(error) = unreadable {
+            return Err(error);
+        }
+        if last {
+            break;
+        }
     }
     out.extend_from_slice(tail);
     Ok(())
@@ -448,38 +487,140 @@ fn decode_block(
     block: &BlockToDecode<'_>,
     kind: FloatKind,
     k: u32,
+    kernel: Kernel,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    scratch.symbols.clear();
+    scratch.symbols.resize(block.values, 0);
+    rans::decode_lanes(
+        &block.freqs,
+        block.states,
+        block.words,
+        kernel,
+        &mut scratch.rans,
+        &mut scratch.symbols,
+    )?;
+    assemble_block(block, kind, k, kernel, scratch, out);
+    Ok(())
+}
+
+/// Blocks that SIMD kernels decode together: enough to hide the latency of one
+/// block's table reads.
+#[cfg(target_arch = "x86_64")]
+const GROUP: usize = 4;
+
+/// Decodes the numbered blocks of `group` (at most [`GROUP`], and at most one a
+/// scratch) and appends their values; errors name the first bad block.
+fn decode_group(
+    group: &[(usize, BlockToDecode<'_>)],
+    kind: FloatKind,
+    k: u32,
+    kernel: Kernel,
+    scratch: &mut [Scratch],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let at = |number: usize| move |reason| format!("block {number}: {reason}");
+    #[cfg(target_arch = "x86_64")]
+    if let Kernel::Avx2(avx2) = kernel
+        && group.len() > 1
+    {
+        let results = match group.len() {
+            2 => symbols_many::<2>(avx2, group, scratch).to_vec(),
+            3 => symbols_many::<3>(avx2, group, scratch).to_vec(),
+            _ => symbols_many::<4>(avx2, group, scratch).to_vec(),
+        };
+        for (((number, block), result), scratch) in group.iter().zip(results).zip(scratch) {
+            result.map_err(at(*number))?;
+            assemble_block(block, kind, k, kernel, scratch, out);
+        }
+        return Ok(());
+    }
+    for ((number, block), scratch) in group.iter().zip(scratch.iter_mut()) {
+        decode_block(block, kind, k, kernel, scratch, out).map_err(at(*number))?;
+    }
+    Ok(())
+}
+
+/// The symbols of `N` blocks, each into its scratch's `symbols`, decoded together.
+#[cfg(target_arch = "x86_64")]
+fn symbols_many<const N: usize>(
+    avx2: crate::simd::Avx2,
+    group: &[(usize, BlockToDecode<'_>)],
+    scratch: &mut [Scratch],
+) -> [Result<(), String>; N] {
+    let scratch: &mut [Scratch; N] = (&mut scratch[..N]).try_into().expect("N scratches");
+    let mut rans = Vec::with_capacity(N);
+    let mut lanes = Vec::with_capacity(N);
+    for ((_, block), scratch) in group.iter().zip(scratch.iter_mut()) {
+        scratch.symbols.clear();
+        scratch.symbols.resize(block.values, 0);
+        rans.push(&mut scratch.rans);
+        lanes.push(rans::LanesToDecode {
+            freqs: &block.freqs,
+            states: block.states,
+            words: block.words,
+            symbols: &mut scratch.symbols,
+        });
+    }
+    let (Ok(lanes), Ok(rans)) = (lanes.try_into(), rans.try_into()) else {
+        unreachable!("N blocks and scratches");
+    };
+    rans::decode_lanes_many(avx2, lanes, rans)
+}
+
+/// Appends a block's values, given its symbols in `scratch.symbols`.
+fn assemble_block(
+    block: &BlockToDecode<'_>,
+    kind: FloatKind,
+    k: u32,
+    kernel: Kernel,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
     let split = Split {
         symbol_bits: kind.symbol_bits(k),
         low_bits: kind.low_bits(k),
         zero_bits: block.zero_bits,
         value_bits: 8 * kind.width() as u32,
     };
-    let values = block.values;
-    scratch.symbols.clear();
-    scratch.symbols.resize(values, 0);
-    rans::decode_lanes(
-        &block.freqs,
-        block.states,
-        block.words,
-        &mut scratch.rans,
-        &mut scratch.symbols,
-    )?;
-    scratch.raw.clear();
-    scratch.raw.extend_from_slice(block.raw_bits);
-    scratch.raw.extend_from_slice(&[0; 8]);
     let start = out.len();
-    out.resize(start + values * kind.width(), 0);
+    out.resize(start + block.values * kind.width(), 0);
     let dst = &mut out[start..];
+    let symbols = &scratch.symbols[..];
+    // The SIMD kernel reads the block's raw bits where they are and leaves the last
+    // fields to the scalar code, which wants them followed by 8 spare bytes.
+    let (done, raw_from) = match (kernel, kind.width()) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2(avx2), 2) => {
+            let bits = split.raw_bits();
+            let done = avx2.assemble16(
+                bits,
+                split.low_bits,
+                split.zero_bits,
+                symbols,
+                block.raw_bits,
+                dst,
+            );
+            // Groups of 8 fields are whole bytes: the rest starts at a byte.
+            (done, done * bits as usize / 8)
+        }
+        _ => (0, 0),
+    };
+    scratch.raw.clear();
+    scratch.raw.extend_from_slice(&block.raw_bits[raw_from..]);
+    scratch.raw.extend_from_slice(&[0; 8]);
+    let (symbols, raw, dst) = (
+        &symbols[done..],
+        &scratch.raw[..],
+        &mut dst[kind.width() * done..],
+    );
     match kind.width() {
-        1 => assemble::<1>(split, &scratch.symbols, &scratch.raw, dst),
-        2 => assemble::<2>(split, &scratch.symbols, &scratch.raw, dst),
-        4 => assemble::<4>(split, &scratch.symbols, &scratch.raw, dst),
-        _ => assemble::<8>(split, &scratch.symbols, &scratch.raw, dst),
+        1 => assemble::<1>(split, symbols, raw, dst),
+        2 => assemble::<2>(split, symbols, raw, dst),
+        4 => assemble::<4>(split, symbols, raw, dst),
+        _ => assemble::<8>(split, symbols, raw, dst),
     }
-    Ok(())
 }
 
 /// Writes each value from its symbol and its field of the packed raw bits (followed by
@@ -629,7 +770,188 @@ mod tests {
         assert!(decode(&huge_block, raw.len(), FloatKind::Bf16, &mut out).is_err());
     }
 
+    /// Decodes `stored` with the scalar kernel and with the best one this CPU runs, and
+    /// requires the same bytes or the same error.
+    fn kernels_agree(stored: &[u8], raw_len: usize, kind: FloatKind) -> Result<(), TestCaseError> {
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let want_result = decode_with(stored, raw_len, kind, Kernel::Scalar, &mut want);
+        let got_result = decode_with(stored, raw_len, kind, Kernel::best(), &mut got);
+        prop_assert_eq!(&got_result, &want_result, "{:?}, {} bytes", kind, raw_len);
+        if want_result.is_ok() {
+            prop_assert!(got == want, "{kind:?}: the kernels decode different bytes");
+        }
+        Ok(())
+    }
+
+    /// `values` weight-like values of `kind`, the lowest `zeros` bits of each cleared (so
+    /// that blocks have zero bits and narrower raw fields), then `tail` bytes.
+    fn weights_with(kind: FloatKind, values: usize, seed: u64, zeros: u32, tail: usize) -> Vec<u8> {
+        let width = kind.width();
+        let mut raw = weights(kind, values, seed);
+        let clear = !((1u64 << zeros.min(kind.mantissa_bits())) - 1);
+        for value in raw.chunks_exact_mut(width) {
+            let v = read_le::<8>(&[value, &[0; 8][width..]].concat()) & clear;
+            value.copy_from_slice(&v.to_le_bytes()[..width]);
+        }
+        raw.extend(std::iter::repeat_n(0x5A, tail % width));
+        raw
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn this_machine_runs_the_simd_kernels() {
+        // The parity tests below compare something only where this holds.
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt") {
+            assert!(
+                matches!(Kernel::best(), Kernel::Avx2(_)),
+                "{:?}",
+                Kernel::best()
+            );
+        }
+    }
+
+    /// Best-of-N decode speed of each kernel on 64 MiB of weights in 4 MiB frames (as
+    /// `cargo xtask bench` decodes them: into a reused buffer), the kernels taking turns
+    /// so that drift in the machine's speed hits both alike.
+    #[test]
+    #[ignore = "a benchmark: cargo test --release -p mmh-codecs --lib decode_speed -- --ignored --nocapture"]
+    fn decode_speed() {
+        let runs: usize = std::env::var("MMH_BENCH_RUNS").map_or(7, |v| v.parse().unwrap());
+        // MMH_BENCH_KERNEL=scalar or =best runs one kernel.
+        let kernels: &[Kernel] = match std::env::var("MMH_BENCH_KERNEL").as_deref() {
+            Ok("scalar") => &[Kernel::Scalar],
+            Ok("best") => &[Kernel::best()],
+            _ => &[Kernel::Scalar, Kernel::best()],
+        };
+        for kind in [FloatKind::Bf16, FloatKind::F16] {
+            let raw = weights(kind, 32 << 20, 1);
+            let frames: Vec<(&[u8], Vec<u8>)> = raw
+                .chunks(4 << 20)
+                .map(|frame| {
+                    let mut stored = Vec::new();
+                    assert!(encode(frame, kind, &mut stored));
+                    (frame, stored)
+                })
+                .collect();
+            let mut times = vec![Vec::new(); kernels.len()];
+            let mut out = Vec::new();
+            for _ in 0..runs {
+                for (kernel, times) in kernels.iter().zip(&mut times) {
+                    let mut time = 0.0;
+                    for (frame, stored) in &frames {
+                        out.clear();
+                        let start = std::time::Instant::now();
+                        decode_with(stored, frame.len(), kind, *kernel, &mut out).unwrap();
+                        time += start.elapsed().as_secs_f64();
+                        assert!(out == *frame);
+                    }
+                    times.push(time);
+                }
+            }
+            for (kernel, times) in kernels.iter().zip(&mut times) {
+                if times.is_empty() {
+                    continue;
+                }
+                times.sort_by(f64::total_cmp);
+                let mbs = |t: f64| raw.len() as f64 / t / 1e6;
+                println!(
+                    "{kind:?} {kernel:?}: best {:.0} MB/s, median {:.0}, worst {:.0} ({runs} runs)",
+                    mbs(times[0]),
+                    mbs(times[times.len() / 2]),
+                    mbs(times[times.len() - 1])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_kernels_agree_at_boundary_lengths() {
+        for kind in [
+            FloatKind::Bf16,
+            FloatKind::F16,
+            FloatKind::F32,
+            FloatKind::F8E4M3,
+        ] {
+            for values in [
+                0,
+                1,
+                7,
+                8,
+                9,
+                15,
+                16,
+                17,
+                63,
+                64,
+                65,
+                BLOCK_VALUES - 1,
+                BLOCK_VALUES,
+                BLOCK_VALUES + 1,
+                2 * BLOCK_VALUES + 9,
+            ] {
+                for zeros in [0, 3, 10] {
+                    let raw = weights_with(kind, values, values as u64, zeros, 1);
+                    let mut stored = Vec::new();
+                    encode(&raw, kind, &mut stored);
+                    kernels_agree(&stored, raw.len(), kind).unwrap();
+                    // A complete payload also decodes to the values.
+                    if stored.len() < raw.len() {
+                        let mut back = Vec::new();
+                        decode(&stored, raw.len(), kind, &mut back).unwrap();
+                        assert_eq!(back, raw);
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_kernels_agree_on_weights_and_damage(
+            values in 0usize..80_000,
+            tail in 0usize..2,
+            seed in any::<u64>(),
+            zeros in 0u32..12,
+            f16 in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let kind = if f16 { FloatKind::F16 } else { FloatKind::Bf16 };
+            let raw = weights_with(kind, values, seed, zeros, tail);
+            let mut stored = Vec::new();
+            let complete = encode(&raw, kind, &mut stored);
+            kernels_agree(&stored, raw.len(), kind)?;
+            if complete {
+                let mut back = Vec::new();
+                prop_assert!(decode(&stored, raw.len(), kind, &mut back).is_ok());
+                prop_assert!(back == raw);
+            }
+            if !stored.is_empty() {
+                let mut flipped = stored.clone();
+                flipped[at.index(stored.len())] ^= 1 << bit;
+                kernels_agree(&flipped, raw.len(), kind)?;
+                kernels_agree(&stored[..cut.index(stored.len())], raw.len(), kind)?;
+            }
+            // One word too many, and one word too few, at the end of the last block.
+            let mut longer = stored.clone();
+            longer.extend_from_slice(&[0x34, 0x12]);
+            kernels_agree(&longer, raw.len(), kind)?;
+        }
+
+        #[test]
+        fn the_kernels_agree_on_any_bytes(raw in proptest::collection::vec(any::<u8>(), 0..5000), kind in 0usize..6, at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let kind = FloatKind::ALL[kind];
+            let mut stored = Vec::new();
+            encode(&raw, kind, &mut stored);
+            kernels_agree(&stored, raw.len(), kind)?;
+            if !stored.is_empty() {
+                let i = at.index(stored.len());
+                stored[i] ^= 1 << bit;
+                kernels_agree(&stored, raw.len(), kind)?;
+            }
+        }
+
         #[test]
         fn any_bytes_roundtrip_or_are_refused(raw in proptest::collection::vec(any::<u8>(), 0..3000), kind in 0usize..6) {
             roundtrip(&raw, FloatKind::ALL[kind]);

@@ -1,0 +1,356 @@
+//! AVX2 kernels for the two loops of the tensor decoder that take its time: the rANS
+//! lanes (`rans.rs`) and, for 16-bit values, joining each symbol with its raw field
+//! (`tensor.rs`). Each computes exactly what the scalar loop it replaces computes, and
+//! the scalar code stays the reference: the `kernels_agree` tests in `rans.rs` and
+//! `tensor.rs` compare the two on random, weight-like and damaged payloads.
+//!
+//! The 8 lanes of a block are one vector: a row of 8 symbols is a gather from the
+//! block's table, a multiply-add, and a refill of the lanes that fell below
+//! [`STATE_LOW`] with the next words in lane order (a permutation chosen by the mask of
+//! those lanes, as in ryg's SIMD rANS). One row waits on the one before it, mostly on
+//! the gather, so several blocks decode in step ([`Avx2::rans_rows_many`]; 4 measured
+//! fastest, against 2, 3, 6 and 8). Where a block's frequencies and symbols fit, its
+//! table packs symbol, frequency and offset in one `u32`, one gather a row instead of
+//! two. An AVX-512 refill (a compare into a mask and an expanding load) measured no
+//! faster on an AMD EPYC with AVX-512 and was dropped.
+//!
+//! This is the crate's only unsafe code: intrinsics that read or write through
+//! pointers, and calls into functions compiled for AVX2. Its invariants, which every
+//! `// SAFETY:` comment cites by number:
+//!
+//! 1. An [`Avx2`] exists only when the CPU has AVX2 and POPCNT: [`Avx2::detect`] is its
+//!    only constructor, so its methods may call the `#[target_feature]` functions.
+//! 2. A gather from a decoder table uses slots `x & 4095`, below 4096: the step and
+//!    packed tables hold 4096 `u32`, and the symbol table [`SYMBOL_TABLE_LEN`] `u16`, so
+//!    that the 4-byte read at the `u16` of slot 4095 stays inside it.
+//! 3. Every other load and store goes through a slice of exactly its size, taken with
+//!    bounds-checked indexing just before.
+
+use std::arch::x86_64::*;
+
+use crate::rans::{PROB_SCALE, STATE_LOW};
+
+/// Length of the decoder's symbol table: one `u16` a slot and one of padding, since the
+/// gather reads 4 bytes at each slot (invariant 2).
+pub(crate) const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize + 2;
+
+/// A block's decoder tables (`rans.rs`) and its words, with padding.
+pub(crate) struct Tables<'a> {
+    /// Per slot: frequency << 16 | offset.
+    pub(crate) step: &'a [u32; PROB_SCALE as usize],
+    /// Per slot: the symbol, and padding.
+    pub(crate) symbol: &'a [u16; SYMBOL_TABLE_LEN],
+    /// When no frequency passes 2048 and the block's symbols span at most 512: per
+    /// slot, `(symbol - first) << 23 | freq << 11 | offset`, and `first`.
+    pub(crate) packed: Option<(&'a [u32; PROB_SCALE as usize], u32)>,
+    /// The words not yet read, then at least 8 of padding.
+    pub(crate) words: &'a [u16],
+}
+
+impl<'a> Tables<'a> {
+    /// The same tables, the words from word `start` on.
+    pub(crate) fn skip_words(&self, start: usize) -> Tables<'a> {
+        Tables {
+            step: self.step,
+            symbol: self.symbol,
+            packed: self.packed,
+            words: &self.words[start..],
+        }
+    }
+}
+
+/// Proof that this CPU runs AVX2 and POPCNT code (invariant 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Avx2(());
+
+impl Avx2 {
+    /// The token, when the CPU has what the kernels need.
+    pub(crate) fn detect() -> Option<Avx2> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")).then_some(Avx2(()))
+    }
+
+    /// Decodes whole rows of 8 symbols, as many as `symbols` holds (its length must be a
+    /// multiple of 8), updating `states`. `tables.words` holds `count` words and at least
+    /// 8 of padding. Returns how many words the rows took, or `None` as soon as a row
+    /// takes more than `count`.
+    pub(crate) fn rans_rows(
+        self,
+        tables: &Tables<'_>,
+        states: &mut [u32; 8],
+        count: usize,
+        symbols: &mut [u16],
+    ) -> Option<usize> {
+        // SAFETY: invariant 1.
+        unsafe { rans_rows(tables, states, count, symbols) }
+    }
+
+    /// [`Avx2::rans_rows`] of `N` blocks in step (their `symbols` of the same length),
+    /// as far as all have words: for each, `None` if it ran out, or how many symbols
+    /// all decoded and how many words it took.
+    pub(crate) fn rans_rows_many<const N: usize>(
+        self,
+        tables: [&Tables<'_>; N],
+        states: &mut [[u32; 8]; N],
+        counts: [usize; N],
+        symbols: [&mut [u16]; N],
+    ) -> [Option<(usize, usize)>; N] {
+        // SAFETY: invariant 1.
+        unsafe { rans_rows_many(tables, states, counts, symbols) }
+    }
+
+    /// Writes 16-bit values from their symbols and packed raw fields of `raw_bits` bits
+    /// (1 to 16) as the scalar `assemble::<2>` does, 8 at a time, as far as the groups of
+    /// 8 fields can be read with 16-byte loads from `raw`; returns how many values it
+    /// wrote (a multiple of 8). The rest is left to the scalar code, from byte
+    /// `done * raw_bits / 8` of `raw`.
+    pub(crate) fn assemble16(
+        self,
+        raw_bits: u32,
+        low_bits: u32,
+        zero_bits: u32,
+        symbols: &[u16],
+        raw: &[u8],
+        dst: &mut [u8],
+    ) -> usize {
+        // SAFETY: invariant 1.
+        unsafe { assemble16(raw_bits, low_bits, zero_bits, symbols, raw, dst) }
+    }
+}
+
+/// For each mask of the lanes that refill (bit `j`: lane `j`), in nibble `j` the number
+/// of refilling lanes below lane `j`: the index of lane `j`'s word among the row's.
+static PREFIX: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let mut lane = 0;
+        while lane < 8 {
+            let below = (mask & ((1u32 << lane) - 1)).count_ones();
+            table[mask as usize] |= below << (4 * lane);
+            lane += 1;
+        }
+        mask += 1;
+    }
+    table
+};
+
+/// The byte shuffle that keeps the low 2 bytes of each 32-bit lane, packed into the low
+/// 8 bytes of each 128-bit half.
+#[target_feature(enable = "avx2")]
+fn low_halves() -> __m256i {
+    const Z: i8 = -128;
+    #[rustfmt::skip]
+    let v = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, Z, Z, Z, Z, Z, Z, Z, Z,
+        0, 1, 4, 5, 8, 9, 12, 13, Z, Z, Z, Z, Z, Z, Z, Z,
+    );
+    v
+}
+
+/// The 8 low halves of the 32-bit lanes of `v`, as 8 `u16` (upper bits dropped).
+#[target_feature(enable = "avx2")]
+fn narrow(v: __m256i, shuffle: __m256i) -> __m128i {
+    _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(
+        v, shuffle,
+    )))
+}
+
+/// The constants of a row step.
+struct RowConstants {
+    slot_mask: __m256i,
+    low: __m256i,
+    offset_mask: __m256i,
+    nibbles: __m256i,
+    shuffle: __m256i,
+    low11: __m256i,
+}
+
+impl RowConstants {
+    #[target_feature(enable = "avx2")]
+    fn new() -> RowConstants {
+        RowConstants {
+            slot_mask: _mm256_set1_epi32(PROB_SCALE as i32 - 1),
+            low: _mm256_set1_epi32(STATE_LOW as i32),
+            offset_mask: _mm256_set1_epi32(0xFFFF),
+            nibbles: _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
+            shuffle: low_halves(),
+            low11: _mm256_set1_epi32(0x7FF),
+        }
+    }
+}
+
+/// One row: decodes the symbols of states `x` into `row` and returns the new states,
+/// reading words from `next`, which it advances. The caller keeps `next` at most the
+/// word count, so that the 8 words read are in bounds.
+#[target_feature(enable = "avx2,popcnt")]
+#[inline]
+fn row_step(
+    c: &RowConstants,
+    tables: &Tables<'_>,
+    x: __m256i,
+    next: &mut usize,
+    row: &mut [u16; 8],
+) -> __m256i {
+    let slot = _mm256_and_si256(x, c.slot_mask);
+    let (y, s) = if let Some((packed, first)) = tables.packed {
+        // SAFETY: invariant 2 (the packed table holds 4096 u32).
+        let e = unsafe { _mm256_i32gather_epi32::<4>(packed.as_ptr().cast(), slot) };
+        let freq = _mm256_and_si256(_mm256_srli_epi32::<11>(e), c.slot_mask);
+        let y = _mm256_add_epi32(
+            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x)),
+            _mm256_and_si256(e, c.low11),
+        );
+        let s = _mm256_add_epi32(_mm256_srli_epi32::<23>(e), _mm256_set1_epi32(first as i32));
+        (y, s)
+    } else {
+        // SAFETY: invariant 2.
+        let e = unsafe { _mm256_i32gather_epi32::<4>(tables.step.as_ptr().cast(), slot) };
+        // SAFETY: invariant 2.
+        let s = unsafe { _mm256_i32gather_epi32::<2>(tables.symbol.as_ptr().cast(), slot) };
+        let y = _mm256_add_epi32(
+            _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
+            _mm256_and_si256(e, c.offset_mask),
+        );
+        (y, s)
+    };
+    // States stay below 2^31 (rans.rs), so signed comparisons are exact.
+    let need = _mm256_cmpgt_epi32(c.low, y);
+    let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+    let row_words: &[u16; 8] = tables.words[*next..*next + 8].try_into().expect("8 words");
+    // SAFETY: invariant 3 (8 u16).
+    let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(row_words.as_ptr().cast()) });
+    let index = _mm256_srlv_epi32(_mm256_set1_epi32(PREFIX[mask] as i32), c.nibbles);
+    let w = _mm256_permutevar8x32_epi32(w, index);
+    *next += mask.count_ones() as usize;
+    // SAFETY: invariant 3 (8 u16).
+    unsafe { _mm_storeu_si128(row.as_mut_ptr().cast(), narrow(s, c.shuffle)) };
+    _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need)
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+fn rans_rows(
+    tables: &Tables<'_>,
+    states: &mut [u32; 8],
+    count: usize,
+    symbols: &mut [u16],
+) -> Option<usize> {
+    debug_assert!(tables.words.len() >= count + 8 && symbols.len().is_multiple_of(8));
+    let c = RowConstants::new();
+    // SAFETY: invariant 3 (8 u32).
+    let mut x = unsafe { _mm256_loadu_si256(states.as_ptr().cast()) };
+    let mut next = 0usize;
+    for row in symbols.chunks_exact_mut(8) {
+        x = row_step(&c, tables, x, &mut next, row.try_into().expect("a row"));
+        if next > count {
+            return None;
+        }
+    }
+    // SAFETY: invariant 3 (8 u32).
+    unsafe { _mm256_storeu_si256(states.as_mut_ptr().cast(), x) };
+    Some(next)
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+fn rans_rows_many<const N: usize>(
+    tables: [&Tables<'_>; N],
+    states: &mut [[u32; 8]; N],
+    counts: [usize; N],
+    symbols: [&mut [u16]; N],
+) -> [Option<(usize, usize)>; N] {
+    let len = symbols.iter().map(|s| s.len()).min().unwrap_or(0);
+    debug_assert!(symbols.iter().all(|s| s.len() == len) && len.is_multiple_of(8));
+    let c = RowConstants::new();
+    let mut x = [_mm256_setzero_si256(); N];
+    for (x, state) in x.iter_mut().zip(states.iter()) {
+        // SAFETY: invariant 3 (8 u32).
+        *x = unsafe { _mm256_loadu_si256(state.as_ptr().cast()) };
+    }
+    let mut next = [0usize; N];
+    let mut done = 0;
+    while done < len {
+        for i in 0..N {
+            let row: &mut [u16; 8] = (&mut symbols[i][done..done + 8]).try_into().expect("a row");
+            x[i] = row_step(&c, tables[i], x[i], &mut next[i], row);
+        }
+        done += 8;
+        if (0..N).any(|i| next[i] > counts[i]) {
+            break;
+        }
+    }
+    for (state, x) in states.iter_mut().zip(x) {
+        // SAFETY: invariant 3 (8 u32).
+        unsafe { _mm256_storeu_si256(state.as_mut_ptr().cast(), x) };
+    }
+    std::array::from_fn(|i| (next[i] <= counts[i]).then_some((done, next[i])))
+}
+
+#[target_feature(enable = "avx2")]
+fn assemble16(
+    raw_bits: u32,
+    low_bits: u32,
+    zero_bits: u32,
+    symbols: &[u16],
+    raw: &[u8],
+    dst: &mut [u8],
+) -> usize {
+    debug_assert!((1..=16).contains(&raw_bits) && zero_bits <= low_bits);
+    let bits = raw_bits as usize;
+    // Field i of a group of 8 starts at bit i·R of the group's R bytes: 4 bytes from its
+    // first byte, shifted right by the bits before it, hold it (shift + R ≤ 23 bits).
+    let mut control = [0i8; 32];
+    let mut shifts = [0i32; 8];
+    for i in 0..8 {
+        let first = i * bits / 8;
+        for b in 0..4 {
+            let at = first + b;
+            let byte = if at < 16 { at as i8 } else { -128 };
+            // Both halves hold the 16 bytes, and each lane indexes its own half.
+            control[4 * i + b] = byte;
+        }
+        shifts[i] = (i * bits % 8) as i32;
+    }
+    // SAFETY: invariant 3 (32 i8, 8 i32).
+    let (control, shifts) = unsafe {
+        (
+            _mm256_loadu_si256(control.as_ptr().cast()),
+            _mm256_loadu_si256(shifts.as_ptr().cast()),
+        )
+    };
+    let field_mask = _mm256_set1_epi32((1 << bits) - 1);
+    let kept = raw_bits - 1;
+    let kept_mask = _mm256_set1_epi32((1 << kept) - 1);
+    let kept_count = _mm_cvtsi32_si128(kept as i32);
+    let low_count = _mm_cvtsi32_si128(low_bits as i32);
+    let zero_count = _mm_cvtsi32_si128(zero_bits as i32);
+    let shuffle = low_halves();
+    let groups = (symbols.len() / 8)
+        .min(dst.len() / 16)
+        .min(raw.len().saturating_sub(16 - bits.min(16)) / bits);
+    // A group g reads raw[g·R .. g·R + 16]: g·R + 16 ≤ raw.len() for g < groups.
+    for g in 0..groups {
+        let bytes: &[u8; 16] = raw[g * bits..g * bits + 16].try_into().expect("16 bytes");
+        let syms: &[u16; 8] = symbols[8 * g..8 * g + 8].try_into().expect("8 symbols");
+        // SAFETY: invariant 3 (16 bytes, 8 u16).
+        let (packed, syms) = unsafe {
+            (
+                _mm_loadu_si128(bytes.as_ptr().cast()),
+                _mm_loadu_si128(syms.as_ptr().cast()),
+            )
+        };
+        let packed = _mm256_broadcastsi128_si256(packed);
+        let field = _mm256_and_si256(
+            _mm256_srlv_epi32(_mm256_shuffle_epi8(packed, control), shifts),
+            field_mask,
+        );
+        let sign = _mm256_slli_epi32::<15>(_mm256_srl_epi32(field, kept_count));
+        let low = _mm256_sll_epi32(_mm256_and_si256(field, kept_mask), zero_count);
+        let symbol = _mm256_sll_epi32(_mm256_cvtepu16_epi32(syms), low_count);
+        let value = _mm256_or_si256(_mm256_or_si256(sign, low), symbol);
+        let out: &mut [u8; 16] = (&mut dst[16 * g..16 * g + 16])
+            .try_into()
+            .expect("16 bytes");
+        // SAFETY: invariant 3 (16 bytes).
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), narrow(value, shuffle)) };
+    }
+    8 * groups
+}
