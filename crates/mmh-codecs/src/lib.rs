@@ -15,11 +15,15 @@
 //! nothing about codecs, so new ones (tensor-aware transforms, for example) plug in here
 //! as new [`CodecId`] variants without touching the container format code.
 //!
-//! The [`Accelerator`] trait covers the bulk work that a GPU backend (in the `mmh-opencl`
-//! and `mmh-cuda` crates) may take over: SHA-256 of chunk batches, content-defined
-//! chunk boundaries and the tensor codec, whose host half such a backend shares with the
-//! CPU codec through [`gpu`]. [`CpuAccelerator`] is the reference every backend must
-//! match byte for byte.
+//! The [`Accelerator`] trait covers the bulk work that a device backend (`mmh-gpu`, with
+//! the `mmh-opencl` and `mmh-cuda` devices) may take over: SHA-256 of chunk batches,
+//! content-defined chunk boundaries and the tensor codec, whose host half such a backend
+//! shares with the CPU codec through [`gpu`]. [`CpuAccelerator`] is the reference every
+//! backend must match byte for byte, and [`parity`] the checks that say so.
+//!
+//! On x86-64 CPUs with AVX2 the tensor decoder runs its rANS lanes and, for 16-bit
+//! values, its value assembly with SIMD (`simd.rs`, chosen at run time, the crate's only
+//! unsafe code); the scalar code is the reference it is tested against.
 //!
 //! This crate has no Cargo features.
 //!
