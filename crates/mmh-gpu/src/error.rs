@@ -37,6 +37,18 @@ pub enum Error {
         log: String,
     },
 
+    /// The device's output differed from the CPU's on the check [`GpuAccelerator::new`]
+    /// runs before a device is used, so it is not used.
+    ///
+    /// [`GpuAccelerator::new`]: crate::GpuAccelerator::new
+    #[error("{backend} devices failed the check against the CPU, so they are not used: {detail}")]
+    Mismatch {
+        /// The backend.
+        backend: &'static str,
+        /// The first difference.
+        detail: String,
+    },
+
     /// A runtime call failed.
     #[error("{backend} {call} failed on {device}: {reason}")]
     Call {
@@ -58,6 +70,7 @@ impl Error {
             Error::NoRuntime { backend, .. }
             | Error::NoDevice { backend, .. }
             | Error::Build { backend, .. }
+            | Error::Mismatch { backend, .. }
             | Error::Call { backend, .. } => backend,
         }
     }

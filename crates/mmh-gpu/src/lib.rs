@@ -23,7 +23,7 @@ mod timed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use mmh_codecs::{Accelerator, CdcParams, Digest, FloatKind};
+use mmh_codecs::{Accelerator, BLOCK_VALUES, CdcParams, Digest, FloatKind};
 
 pub use error::Error;
 use timed::{Stages, Timed};
@@ -166,7 +166,10 @@ pub struct StageTimes {
 pub const DEFAULT_BATCH_LIMIT: usize = 64 << 20;
 
 impl<D: Device> GpuAccelerator<D> {
-    /// The backend on `devices` (not empty).
+    /// The backend on `devices` (not empty), once a small input of every operation has
+    /// given the CPU's bytes on each device ([`Error::Mismatch`] otherwise): a device or
+    /// driver that computes wrongly must fail here, not write archives that do not
+    /// unfold.
     pub fn new(devices: Vec<D>) -> Result<Self, Error> {
         if devices.is_empty() {
             return Err(Error::NoDevice {
@@ -175,15 +178,37 @@ impl<D: Device> GpuAccelerator<D> {
             });
         }
         let stages = Arc::new(Stages::default());
-        let devices = devices
-            .into_iter()
-            .map(|device| Mutex::new(Timed::new(device, Arc::clone(&stages))))
-            .collect();
+        let mut checked = Vec::with_capacity(devices.len());
+        for device in devices {
+            let one = GpuAccelerator {
+                devices: Arc::new(vec![Mutex::new(Timed::new(device, Arc::clone(&stages)))]),
+                stages: Arc::clone(&stages),
+                batch_limit: DEFAULT_BATCH_LIMIT,
+            };
+            one.self_check()?;
+            checked.extend(Arc::into_inner(one.devices).expect("not shared yet"));
+        }
+        // The check's time is not the caller's.
+        stages.take();
         Ok(GpuAccelerator {
-            devices: Arc::new(devices),
+            devices: Arc::new(checked),
             stages,
             batch_limit: DEFAULT_BATCH_LIMIT,
         })
+    }
+
+    /// Compares every operation with the CPU on one small input (a few milliseconds on a
+    /// GPU): digests, chunk boundaries, and a bf16 tensor of two blocks coded and decoded.
+    fn self_check(&self) -> Result<(), Error> {
+        let weights = mmh_codecs::parity::weights(FloatKind::Bf16, BLOCK_VALUES + 999, 1);
+        let chunks: Vec<&[u8]> = weights.chunks(1000).take(8).collect();
+        let mismatch = |detail| Error::Mismatch {
+            backend: D::BACKEND,
+            detail,
+        };
+        mmh_codecs::parity::digests(self, &chunks).map_err(mismatch)?;
+        mmh_codecs::parity::boundaries(self, &weights, &CdcParams::default()).map_err(mismatch)?;
+        mmh_codecs::parity::tensor(self, &weights, FloatKind::Bf16).map_err(mismatch)
     }
 
     /// The same devices, with at most `bytes` on a device per batch (rounded to what each

@@ -25,16 +25,19 @@ pub fn devices() -> Result<Vec<DeviceInfo>, Error> {
 }
 
 /// Opens the devices numbered `select` in [`devices`]' order (a number may repeat), or
-/// all of them, and builds the kernels on each.
+/// all of them, builds the kernels on each, and checks them against the CPU.
 pub fn open(select: Option<&[usize]>) -> Result<OpenClAccelerator, Error> {
+    OpenClAccelerator::new(open_devices(select)?)
+}
+
+/// The devices of [`open`], each with its kernels built, not yet checked.
+pub fn open_devices(select: Option<&[usize]>) -> Result<Vec<OpenClDevice>, Error> {
     let all = device::devices()?;
-    let chosen = mmh_gpu::select_devices("opencl", all.len(), select)?;
-    let devices = chosen
+    mmh_gpu::select_devices("opencl", all.len(), select)?
         .into_iter()
         .map(|number| {
             let (info, device) = &all[number];
             OpenClDevice::open(info.clone(), device)
         })
-        .collect::<Result<_, _>>()?;
-    OpenClAccelerator::new(devices)
+        .collect()
 }
