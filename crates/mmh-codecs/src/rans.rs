@@ -119,9 +119,11 @@ pub(crate) fn encode_with(
     // symbols, so the emission is arithmetic, not a branch: every step writes the word
     // at the end and only counts it when it is emitted.
     let words = scratch;
-    words.clear();
-    // One word a symbol at most, and room for the SIMD kernel's 8-word stores.
-    words.resize(symbols.len() + LANES, 0);
+    // One word a symbol at most, and room for the SIMD kernel's 8-word stores. Every
+    // word that is counted is written first, so the old contents need no clearing.
+    if words.len() < symbols.len() + LANES {
+        words.resize(symbols.len() + LANES, 0);
+    }
     let mut emitted = 0usize;
     let mut states = [STATE_LOW; LANES];
     let mut lane_step = |x: &mut u32, s: u16| {
@@ -152,9 +154,18 @@ pub(crate) fn encode_with(
             emitted = avx2.rans_encode_rows(&table, &symbols[..whole], &mut states, words, emitted);
         }
     }
-    let words = &mut words[..emitted];
-    words.reverse();
-    write_lanes(&states, words, out);
+    for state in states {
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    // The words in stored order, the reverse of the order they were emitted in.
+    let start = out.len();
+    out.resize(start + 2 * emitted, 0);
+    for (bytes, word) in out[start..]
+        .chunks_exact_mut(2)
+        .zip(words[..emitted].iter().rev())
+    {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
 }
 
 /// Appends the lanes' final states and the words, given in stored order (the reverse of

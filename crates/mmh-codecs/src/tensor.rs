@@ -319,7 +319,7 @@ fn encode_block16(
     let bits = split.raw_bits() as usize;
     let n = block.len() / 2;
     let symbols = &mut scratch.symbols;
-    symbols.clear();
+    // Every symbol is written below, so the old contents need no clearing.
     symbols.resize(n, 0);
     let start = out.len();
     out.resize(start + (n * bits).div_ceil(8) + 16, 0);
