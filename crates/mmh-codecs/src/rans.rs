@@ -99,6 +99,17 @@ pub(crate) fn decode_bytes(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> 
 /// Appends the coded `symbols` (each below `2^symbol_bits`) to `out`: the frequency
 /// table, the final state of each lane, then the words.
 pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, out: &mut Vec<u8>) {
+    encode_with(symbols, symbol_bits, Kernel::best(), scratch, out);
+}
+
+/// [`encode`] with the whole rows coded by `kernel`: the same bytes whichever it is.
+pub(crate) fn encode_with(
+    symbols: &[u16],
+    symbol_bits: u32,
+    kernel: Kernel,
+    scratch: &mut Vec<u16>,
+    out: &mut Vec<u8>,
+) {
     debug_assert!(symbol_bits <= MAX_SYMBOL_BITS);
     let freqs = normalize(&histogram(symbols, symbol_bits), symbols.len());
     write_table(&freqs, out);
@@ -108,8 +119,11 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
     // symbols, so the emission is arithmetic, not a branch: every step writes the word
     // at the end and only counts it when it is emitted.
     let words = scratch;
-    words.clear();
-    words.resize(symbols.len() + 1, 0);
+    // One word a symbol at most, and room for the SIMD kernel's 8-word stores. Every
+    // word that is counted is written first, so the old contents need no clearing.
+    if words.len() < symbols.len() + LANES {
+        words.resize(symbols.len() + LANES, 0);
+    }
     let mut emitted = 0usize;
     let mut states = [STATE_LOW; LANES];
     let mut lane_step = |x: &mut u32, s: u16| {
@@ -125,26 +139,45 @@ pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, 
     for (x, &s) in states.iter_mut().zip(rows.remainder()).rev() {
         lane_step(x, s);
     }
-    for row in rows.rev() {
-        for (x, &s) in states.iter_mut().zip(row).rev() {
-            lane_step(x, s);
+    match kernel {
+        Kernel::Scalar => {
+            for row in rows.rev() {
+                for (x, &s) in states.iter_mut().zip(row).rev() {
+                    lane_step(x, s);
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2(avx2) => {
+            let whole = symbols.len() - symbols.len() % LANES;
+            let table = simd::EncTable::new(&encoders, symbol_bits);
+            emitted = avx2.rans_encode_rows(&table, &symbols[..whole], &mut states, words, emitted);
         }
     }
-    write_lanes(&states, words[..emitted].iter().rev(), out);
+    for state in states {
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    // The words in stored order, the reverse of the order they were emitted in.
+    let start = out.len();
+    out.resize(start + 2 * emitted, 0);
+    for (bytes, word) in out[start..]
+        .chunks_exact_mut(2)
+        .zip(words[..emitted].iter().rev())
+    {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
 }
 
 /// Appends the lanes' final states and the words, given in stored order (the reverse of
 /// the order the encoder emitted them: ascending symbol index).
-pub(crate) fn write_lanes<'a>(
-    states: &[u32; LANES],
-    words: impl IntoIterator<Item = &'a u16>,
-    out: &mut Vec<u8>,
-) {
+pub(crate) fn write_lanes(states: &[u32; LANES], words: &[u16], out: &mut Vec<u8>) {
     for state in states {
         out.extend_from_slice(&state.to_le_bytes());
     }
-    for &word in words {
-        out.extend_from_slice(&word.to_le_bytes());
+    let start = out.len();
+    out.resize(start + 2 * words.len(), 0);
+    for (bytes, word) in out[start..].chunks_exact_mut(2).zip(words) {
+        bytes.copy_from_slice(&word.to_le_bytes());
     }
 }
 
@@ -828,6 +861,25 @@ mod tests {
                     prop_assert_eq!(&got, &want);
                 }
             }
+        }
+
+        #[test]
+        fn the_encoders_agree(bits in 0u32..=12, skew in 1u32..6, seed in any::<u64>(), len in 0usize..5000) {
+            let mut state = seed | 1;
+            let symbols: Vec<u16> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // From uniform (skew 1) to nearly always one symbol (skew 5).
+                    let r = state % 4096;
+                    ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
+                })
+                .collect();
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            encode_with(&symbols, bits, Kernel::Scalar, &mut Vec::new(), &mut want);
+            encode_with(&symbols, bits, Kernel::best(), &mut Vec::new(), &mut got);
+            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -189,9 +189,14 @@ struct Scratch {
 /// Encodes `raw` as values of `kind` into `out` (FORMAT.md §7.1); returns whether the
 /// result is smaller than `raw`.
 pub(crate) fn encode(raw: &[u8], kind: FloatKind, out: &mut Vec<u8>) -> bool {
+    encode_with(raw, kind, Kernel::best(), out)
+}
+
+/// [`encode`] with the hot loops run by `kernel`: the same bytes whichever it is.
+pub(crate) fn encode_with(raw: &[u8], kind: FloatKind, kernel: Kernel, out: &mut Vec<u8>) -> bool {
     let mut scratch = Scratch::default();
     write_frame(raw, kind, out, |_, block, out| {
-        encode_block(block, kind, &mut scratch, out);
+        encode_block(block, kind, kernel, &mut scratch, out);
     })
 }
 
@@ -274,19 +279,83 @@ pub fn write_payload(
     })
 }
 
-fn encode_block(block: &[u8], kind: FloatKind, scratch: &mut Scratch, out: &mut Vec<u8>) {
+fn encode_block(
+    block: &[u8],
+    kind: FloatKind,
+    kernel: Kernel,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
     // One copy of the loops per width, so that values are read with single loads.
-    match kind.width() {
-        1 => encode_block_of::<1>(block, kind, scratch, out),
-        2 => encode_block_of::<2>(block, kind, scratch, out),
-        4 => encode_block_of::<4>(block, kind, scratch, out),
-        _ => encode_block_of::<8>(block, kind, scratch, out),
+    match (kind.width(), kernel) {
+        #[cfg(target_arch = "x86_64")]
+        (2, Kernel::Avx2(avx2)) => encode_block16(block, kind, avx2, scratch, out),
+        (1, _) => encode_block_of::<1>(block, kind, kernel, scratch, out),
+        (2, _) => encode_block_of::<2>(block, kind, kernel, scratch, out),
+        (4, _) => encode_block_of::<4>(block, kind, kernel, scratch, out),
+        _ => encode_block_of::<8>(block, kind, kernel, scratch, out),
     }
+}
+
+/// [`encode_block_of::<2>`] with the AVX2 kernels: the same bytes.
+#[cfg(target_arch = "x86_64")]
+fn encode_block16(
+    block: &[u8],
+    kind: FloatKind,
+    avx2: crate::simd::Avx2,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
+    let k = kind.symbol_mantissa_bits();
+    let low_bits = kind.low_bits(k);
+    let ones = u64::from(avx2.or16(block)) & ((1u64 << low_bits) - 1);
+    let split = Split {
+        symbol_bits: kind.symbol_bits(k),
+        low_bits,
+        zero_bits: zero_bits(ones, low_bits),
+        value_bits: 16,
+    };
+    out.push(split.zero_bits as u8);
+    let bits = split.raw_bits() as usize;
+    let n = block.len() / 2;
+    let symbols = &mut scratch.symbols;
+    // Every symbol is written below, so the old contents need no clearing.
+    symbols.resize(n, 0);
+    let start = out.len();
+    out.resize(start + (n * bits).div_ceil(8) + 16, 0);
+    let done = avx2.split16(
+        block,
+        split.symbol_bits,
+        split.low_bits,
+        split.zero_bits,
+        symbols,
+        &mut out[start..],
+    );
+    // `done` is a multiple of 16 (of 8 would do): its fields end on a byte.
+    out.truncate(start + done * bits / 8);
+    let mut packer = BitPacker::new(out);
+    for (value, symbol) in block[2 * done..]
+        .chunks_exact(2)
+        .map(read_le::<2>)
+        .zip(&mut symbols[done..])
+    {
+        packer.put(split.raw(value), split.raw_bits());
+        *symbol = split.symbol(value);
+    }
+    packer.finish();
+    rans::encode_with(
+        symbols,
+        split.symbol_bits,
+        Kernel::Avx2(avx2),
+        &mut scratch.words,
+        out,
+    );
 }
 
 fn encode_block_of<const W: usize>(
     block: &[u8],
     kind: FloatKind,
+    kernel: Kernel,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) {
@@ -309,7 +378,13 @@ fn encode_block_of<const W: usize>(
     packer.finish();
     scratch.symbols.clear();
     scratch.symbols.extend(values().map(|v| split.symbol(v)));
-    rans::encode(&scratch.symbols, split.symbol_bits, &mut scratch.words, out);
+    rans::encode_with(
+        &scratch.symbols,
+        split.symbol_bits,
+        kernel,
+        &mut scratch.words,
+        out,
+    );
 }
 
 /// Decodes what [`encode`] wrote into `out` (`raw_len` bytes), treating `stored` as
@@ -797,6 +872,63 @@ mod tests {
         raw
     }
 
+    /// Encodes `raw` with the scalar kernel and with the best one this CPU runs, and
+    /// requires the same bytes and the same result.
+    fn encoders_agree(raw: &[u8], kind: FloatKind) -> Result<(), TestCaseError> {
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let want_done = encode_with(raw, kind, Kernel::Scalar, &mut want);
+        let got_done = encode_with(raw, kind, Kernel::best(), &mut got);
+        prop_assert_eq!(got_done, want_done, "{:?}, {} bytes", kind, raw.len());
+        prop_assert!(
+            got == want,
+            "{kind:?}, {} bytes: the kernels encode different bytes",
+            raw.len()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_encoders_agree_at_boundary_lengths_and_on_plain_data() {
+        // 16-bit kinds take the SIMD split; all take the SIMD rANS rows.
+        for kind in FloatKind::ALL {
+            for values in [
+                0,
+                1,
+                7,
+                8,
+                15,
+                16,
+                17,
+                31,
+                32,
+                33,
+                63,
+                64,
+                65,
+                BLOCK_VALUES - 1,
+                BLOCK_VALUES,
+                BLOCK_VALUES + 1,
+                3 * BLOCK_VALUES + 17,
+            ] {
+                for zeros in [0, 3, 6, 10, 16] {
+                    for tail in [0, 1] {
+                        let raw = weights_with(kind, values, values as u64, zeros, tail);
+                        encoders_agree(&raw, kind).unwrap();
+                    }
+                }
+                // Constant values, and one outlier among them.
+                let mut raw: Vec<u8> = std::iter::repeat_n([0x3F, 0x80], values)
+                    .flatten()
+                    .collect();
+                encoders_agree(&raw, kind).unwrap();
+                if let Some(byte) = raw.get_mut(values) {
+                    *byte = 0xFF;
+                }
+                encoders_agree(&raw, kind).unwrap();
+            }
+        }
+    }
+
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn this_machine_runs_the_simd_kernels() {
@@ -906,6 +1038,27 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_encoders_agree_on_weights(
+            values in 0usize..80_000,
+            tail in 0usize..2,
+            seed in any::<u64>(),
+            zeros in 0u32..17,
+            f16 in any::<bool>(),
+        ) {
+            let kind = if f16 { FloatKind::F16 } else { FloatKind::Bf16 };
+            encoders_agree(&weights_with(kind, values, seed, zeros, tail), kind)?;
+        }
+
+        #[test]
+        fn the_encoders_agree_on_random_bytes(
+            raw in prop::collection::vec(any::<u8>(), 0..5000),
+            f16 in any::<bool>(),
+        ) {
+            let kind = if f16 { FloatKind::F16 } else { FloatKind::Bf16 };
+            encoders_agree(&raw, kind)?;
+        }
+
         #[test]
         fn the_kernels_agree_on_weights_and_damage(
             values in 0usize..80_000,
