@@ -21,9 +21,9 @@
 //! shares with the CPU codec through [`gpu`]. [`CpuAccelerator`] is the reference every
 //! backend must match byte for byte, and [`parity`] the checks that say so.
 //!
-//! On x86-64 CPUs with AVX2 the tensor decoder runs its rANS lanes and, for 16-bit
-//! values, its value assembly with SIMD (`simd.rs`, chosen at run time, the crate's only
-//! unsafe code); the scalar code is the reference it is tested against.
+//! On x86-64 CPUs with AVX2 the tensor codec runs its rANS lanes and, for 16-bit values,
+//! its value splitting and assembly with SIMD (`simd.rs`, chosen at run time, the crate's
+//! only unsafe code); the scalar code is the reference it is tested against.
 //!
 //! This crate has no Cargo features.
 //!
