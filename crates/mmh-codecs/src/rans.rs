@@ -817,6 +817,21 @@ mod tests {
         assert!(decode_bytes(&stored, raw.len() + 1, &mut Vec::new()).is_err());
     }
 
+    /// `len` seeded symbols below `2^bits`, from uniform (skew 1) to nearly always one
+    /// symbol (skew 5).
+    fn skewed(bits: u32, skew: u32, seed: u64, len: usize) -> Vec<u16> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let r = state % 4096;
+                ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn any_symbols_roundtrip(bits in 0u32..=12, seed in any::<u64>(), len in 0usize..3000) {
@@ -836,17 +851,7 @@ mod tests {
 
         #[test]
         fn the_kernels_agree(bits in 0u32..=12, skew in 1u32..4, seed in any::<u64>(), len in 0usize..3000, at in any::<prop::sample::Index>(), bit in 0u8..8) {
-            let mut state = seed | 1;
-            let symbols: Vec<u16> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // From uniform (skew 1) to mostly one symbol (skew 3).
-                    let r = state % 4096;
-                    ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
-                })
-                .collect();
+            let symbols = skewed(bits, skew, seed, len);
             let mut stream = Vec::new();
             encode(&symbols, bits, &mut Vec::new(), &mut stream);
             let mut damaged = stream.clone();
@@ -865,17 +870,7 @@ mod tests {
 
         #[test]
         fn the_encoders_agree(bits in 0u32..=12, skew in 1u32..6, seed in any::<u64>(), len in 0usize..5000) {
-            let mut state = seed | 1;
-            let symbols: Vec<u16> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // From uniform (skew 1) to nearly always one symbol (skew 5).
-                    let r = state % 4096;
-                    ((r.pow(skew) >> (12 * (skew - 1))) >> (12 - bits)) as u16
-                })
-                .collect();
+            let symbols = skewed(bits, skew, seed, len);
             let (mut want, mut got) = (Vec::new(), Vec::new());
             encode_with(&symbols, bits, Kernel::Scalar, &mut Vec::new(), &mut want);
             encode_with(&symbols, bits, Kernel::best(), &mut Vec::new(), &mut got);
