@@ -196,23 +196,29 @@ pub fn fixed_cases(backend: &dyn Accelerator) -> Result<(), String> {
     Ok(())
 }
 
+/// A fast, seeded stream of pseudo-random `u64` (xorshift64) for test data: the same
+/// seed gives the same stream everywhere.
+pub fn random(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// `values` values of `kind` as trained weights hold them: a few exponents, any sign
 /// and mantissa, and every tenth value any bits at all (NaN payloads, infinities,
 /// subnormals, -0.0). Deterministic in `seed`.
 pub fn weights(kind: FloatKind, values: usize, seed: u64) -> Vec<u8> {
     let (exponent, mantissa) = (kind.exponent_bits(), kind.mantissa_bits());
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = random(seed);
     let bias = (1u64 << (exponent - 1)) - 1;
     let mut raw = Vec::with_capacity(values * kind.width());
     for _ in 0..values {
         let r = next();
-        let v = if r % 10 == 0 {
+        let v = if r.is_multiple_of(10) {
             next()
         } else {
             let e = bias - 1 - (r >> 8) % 4 - (r >> 12) % 3;

@@ -73,11 +73,11 @@ const BYTES_BLOCK_LOG: u8 = 14;
 /// is smaller than `raw`.
 pub(crate) fn encode_bytes(raw: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let (mut symbols, mut words) = (Vec::new(), Vec::new());
+    let (mut symbols, mut scratch) = (Vec::new(), EncodeScratch::default());
     blocks::write(out, raw, 1, BYTES_BLOCK_LOG, raw.len(), |block, out| {
         symbols.clear();
         symbols.extend(block.iter().map(|&b| u16::from(b)));
-        encode(&symbols, 8, &mut words, out);
+        encode(&symbols, 8, &mut scratch, out);
     })
 }
 
@@ -96,9 +96,23 @@ pub(crate) fn decode_bytes(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> 
     Ok(())
 }
 
+/// What encoding a block needs besides its symbols, reused from block to block.
+#[derive(Default)]
+pub(crate) struct EncodeScratch {
+    /// The emitted words.
+    words: Vec<u16>,
+    /// The histogram's four tables.
+    counts: Vec<[u32; 1 << MAX_SYMBOL_BITS]>,
+}
+
 /// Appends the coded `symbols` (each below `2^symbol_bits`) to `out`: the frequency
 /// table, the final state of each lane, then the words.
-pub(crate) fn encode(symbols: &[u16], symbol_bits: u32, scratch: &mut Vec<u16>, out: &mut Vec<u8>) {
+pub(crate) fn encode(
+    symbols: &[u16],
+    symbol_bits: u32,
+    scratch: &mut EncodeScratch,
+    out: &mut Vec<u8>,
+) {
     encode_with(symbols, symbol_bits, Kernel::best(), scratch, out);
 }
 
@@ -107,18 +121,19 @@ pub(crate) fn encode_with(
     symbols: &[u16],
     symbol_bits: u32,
     kernel: Kernel,
-    scratch: &mut Vec<u16>,
+    scratch: &mut EncodeScratch,
     out: &mut Vec<u8>,
 ) {
     debug_assert!(symbol_bits <= MAX_SYMBOL_BITS);
-    let freqs = normalize(&histogram(symbols, symbol_bits), symbols.len());
+    let counts = histogram(symbols, symbol_bits, &mut scratch.counts);
+    let freqs = normalize(&counts, symbols.len());
     write_table(&freqs, out);
     let encoders = encoder_table(&freqs);
     // Symbols are coded last to first so that they decode first to last; each can
     // emit at most one word. Whether it does is close to a coin toss for skewed
     // symbols, so the emission is arithmetic, not a branch: every step writes the word
     // at the end and only counts it when it is emitted.
-    let words = scratch;
+    let words = &mut scratch.words;
     // One word a symbol at most, and room for the SIMD kernel's 8-word stores. Every
     // word that is counted is written first, so the old contents need no clearing.
     if words.len() < symbols.len() + LANES {
@@ -216,23 +231,20 @@ pub(crate) fn read_lanes(stream: &[u8], symbol_bits: u32) -> Result<Lanes<'_>, S
     })
 }
 
-/// What decoding a block needs besides its bytes, reused from block to block.
+/// What decoding a block needs besides its bytes, reused from block to block. A block
+/// fills either the packed table or the step and symbol tables, never both: building
+/// them costs about as much per block as decoding a few thousand values.
 pub(crate) struct DecodeScratch {
     /// The symbol of each slot of the probability range.
     symbol: Box<[u16; SYMBOL_TABLE_LEN]>,
     /// Per slot: the symbol's frequency in the high half, the slot's offset within the
     /// symbol's range in the low half.
     step: Box<[u32; PROB_SCALE as usize]>,
-    /// The block's words, and padding so that a read past the end stays in bounds.
-    words: Vec<u16>,
-    /// For the SIMD kernels, when no frequency passes 2048 and the symbols with a
-    /// frequency lie within 512 of the first of them: per slot,
-    /// `(symbol - first) << 23 | freq << 11 | offset`, one table read a symbol instead
-    /// of two.
-    #[cfg(target_arch = "x86_64")]
+    /// Per slot, when no frequency passes 2048 and the symbols with a frequency lie
+    /// within 512 of the first of them: `(symbol - first) << 23 | freq << 11 | offset`,
+    /// one table read a symbol instead of two.
     packed: Box<[u32; PROB_SCALE as usize]>,
-    /// `first`, when `packed` is filled for this block.
-    #[cfg(target_arch = "x86_64")]
+    /// `first`, when this block filled `packed` rather than `step` and `symbol`.
     packed_first: Option<u32>,
 }
 
@@ -241,13 +253,20 @@ impl Default for DecodeScratch {
         DecodeScratch {
             symbol: Box::new([0; SYMBOL_TABLE_LEN]),
             step: Box::new([0; PROB_SCALE as usize]),
-            words: Vec::new(),
-            #[cfg(target_arch = "x86_64")]
             packed: Box::new([0; PROB_SCALE as usize]),
-            #[cfg(target_arch = "x86_64")]
             packed_first: None,
         }
     }
+}
+
+/// The first symbol with a frequency, when `freqs` fit the packed table: none passes
+/// 2048 and those with a frequency span at most 512 symbols.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn packable(freqs: &[u32]) -> Option<u32> {
+    let first = freqs.iter().position(|&f| f > 0)?;
+    let last = freqs.iter().rposition(|&f| f > 0)?;
+    let fits = last - first < 512 && freqs[first..=last].iter().all(|&f| f <= 2048);
+    fits.then_some(first as u32)
 }
 
 /// Decodes `symbols.len()` symbols from `stream`, which must be exactly what
@@ -280,17 +299,17 @@ pub(crate) fn decode_lanes(
     scratch: &mut DecodeScratch,
     symbols: &mut [u16],
 ) -> Result<(), String> {
-    let count = scratch.prepare(freqs, word_bytes);
     let whole = symbols.len() - symbols.len() % LANES;
     let (rows, rest) = symbols.split_at_mut(whole);
     let next = match kernel {
         Kernel::Scalar => {
+            scratch.prepare(freqs, None);
             let mut next = 0;
             for row in rows.chunks_exact_mut(LANES) {
                 for (x, out) in states.iter_mut().zip(row) {
-                    scratch.lane_step(x, out, &mut next);
+                    scratch.lane_step(word_bytes, x, out, &mut next);
                 }
-                if next > count {
+                if 2 * next > word_bytes.len() {
                     return Err("the words run out".into());
                 }
             }
@@ -298,12 +317,12 @@ pub(crate) fn decode_lanes(
         }
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2(avx2) => {
-            scratch.prepare_packed(freqs);
-            avx2.rans_rows(&scratch.tables(), &mut states, count, rows)
+            scratch.prepare(freqs, packable(freqs));
+            avx2.rans_rows(&scratch.tables(word_bytes), &mut states, rows)
                 .ok_or("the words run out")?
         }
     };
-    scratch.finish(states, next, count, rest)
+    scratch.finish(word_bytes, states, next, rest)
 }
 
 /// One block's input to [`decode_lanes_many`]: its frequencies, initial states and
@@ -325,132 +344,115 @@ pub(crate) fn decode_lanes_many<const N: usize>(
     blocks: [LanesToDecode<'_, '_>; N],
     mut scratch: [&mut DecodeScratch; N],
 ) -> [Result<(), String>; N] {
-    let mut counts = [0; N];
+    // The blocks decode in step with one kind of table: packed only if all fit it.
+    let firsts = blocks.each_ref().map(|block| packable(block.freqs));
+    let packed = firsts.iter().all(Option::is_some);
     let mut states = [[0; LANES]; N];
     for (i, block) in blocks.iter().enumerate() {
-        counts[i] = scratch[i].prepare(block.freqs, block.words);
-        scratch[i].prepare_packed(block.freqs);
+        scratch[i].prepare(block.freqs, firsts[i].filter(|_| packed));
         states[i] = block.states;
     }
+    let words = blocks.each_ref().map(|block| block.words);
     let mut symbols = blocks.map(|block| block.symbols);
     let wholes = symbols.each_ref().map(|s| s.len() - s.len() % LANES);
     let together = wholes.iter().copied().min().unwrap_or(0);
     let scratch = scratch.each_mut().map(|s| &**s);
-    let tables = scratch.map(DecodeScratch::tables);
+    let tables = std::array::from_fn(|i| scratch[i].tables(words[i]));
     let done = avx2.rans_rows_many(
         tables.each_ref(),
         &mut states,
-        counts,
         symbols.each_mut().map(|s| &mut s[..together]),
     );
     std::array::from_fn(|i| {
-        let (rows_done, start) = done[i].ok_or("the words run out")?;
+        let (rows_done, start) = done[i];
         let (_, rest) = symbols[i].split_at_mut(rows_done);
         let (rows, rest) = rest.split_at_mut(wholes[i] - rows_done);
         let next = start
             + avx2
-                .rans_rows(
-                    &tables[i].skip_words(start),
-                    &mut states[i],
-                    counts[i] - start,
-                    rows,
-                )
+                .rans_rows(&tables[i].skip_words(start), &mut states[i], rows)
                 .ok_or("the words run out")?;
-        scratch[i].finish(states[i], next, counts[i], rest)
+        scratch[i].finish(words[i], states[i], next, rest)
     })
 }
 
 impl DecodeScratch {
-    /// Fills the tables from the frequencies and the words from their bytes (with
-    /// padding); returns how many words there are.
-    fn prepare(&mut self, freqs: &[u32], word_bytes: &[u8]) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.packed_first = None;
-        }
+    /// Fills the packed table if `packed_first` is given, else the step and symbol
+    /// tables, from the frequencies (which sum to 4096).
+    fn prepare(&mut self, freqs: &[u32], packed_first: Option<u32>) {
+        self.packed_first = packed_first;
         let mut cum = 0usize;
+        // Filled through slices, range by range, so that the loops vectorise.
         for (s, &f) in freqs.iter().enumerate() {
-            for j in 0..f as usize {
-                self.symbol[cum + j] = s as u16;
-                self.step[cum + j] = (f << 16) | j as u32;
+            let range = cum..cum + f as usize;
+            match packed_first {
+                Some(first) => {
+                    // s - first < 512: 9 bits; f ≤ 2048: 12 bits; offset < f: 11 bits.
+                    let entry = ((s as u32).wrapping_sub(first) << 23) | (f << 11);
+                    for (offset, slot) in self.packed[range].iter_mut().enumerate() {
+                        *slot = entry | offset as u32;
+                    }
+                }
+                None => {
+                    self.symbol[range.clone()].fill(s as u16);
+                    for (offset, slot) in self.step[range].iter_mut().enumerate() {
+                        *slot = (f << 16) | offset as u32;
+                    }
+                }
             }
             cum += f as usize;
         }
-        let words = &mut self.words;
-        words.clear();
-        words.extend(
-            word_bytes
-                .chunks_exact(2)
-                .map(|w| u16::from_le_bytes([w[0], w[1]])),
-        );
-        let count = words.len();
-        // A row reads at most one word a lane: with LANES words of padding, checking the
-        // count once a row keeps every read in bounds.
-        words.extend([0; LANES]);
-        count
     }
 
-    /// Fills `packed` from the frequencies (after [`DecodeScratch::prepare`]), if no
-    /// frequency passes 2048 and the symbols with a frequency span at most 512.
+    /// What the SIMD kernels read, for a block of words `words` (u16 LE).
     #[cfg(target_arch = "x86_64")]
-    fn prepare_packed(&mut self, freqs: &[u32]) {
-        self.packed_first = None;
-        let (Some(first), Some(last)) = (
-            freqs.iter().position(|&f| f > 0),
-            freqs.iter().rposition(|&f| f > 0),
-        ) else {
-            return;
-        };
-        if last - first >= 512 || freqs[first..=last].iter().any(|&f| f > 2048) {
-            return;
-        }
-        let mut cum = 0usize;
-        for (rel, &f) in freqs[first..=last].iter().enumerate() {
-            for j in 0..f as usize {
-                // rel < 512: 9 bits; f ≤ 2048: 12 bits; j < f: 11 bits.
-                self.packed[cum + j] = ((rel as u32) << 23) | (f << 11) | j as u32;
-            }
-            cum += f as usize;
-        }
-        self.packed_first = Some(first as u32);
-    }
-
-    /// What the SIMD kernels read.
-    #[cfg(target_arch = "x86_64")]
-    fn tables(&self) -> simd::Tables<'_> {
+    fn tables<'a>(&'a self, words: &'a [u8]) -> simd::Tables<'a> {
         simd::Tables {
             step: &self.step,
             symbol: &self.symbol,
             packed: self.packed_first.map(|first| (&*self.packed, first)),
-            words: &self.words,
+            words,
         }
     }
 
-    /// Decodes one symbol of a lane, the scalar reference of every kernel.
-    fn lane_step(&self, x: &mut u32, out: &mut u16, next: &mut usize) {
+    /// Decodes one symbol of a lane reading `words` (u16 LE), the scalar reference of
+    /// every kernel. A lane that needs a word past the end reads 0 and moves `next` past
+    /// the end, for the caller to report.
+    fn lane_step(&self, words: &[u8], x: &mut u32, out: &mut u16, next: &mut usize) {
         let slot = (*x & (PROB_SCALE - 1)) as usize;
-        let e = self.step[slot];
-        let y = (e >> 16) * (*x >> PROB_BITS) + (e & 0xFFFF);
+        let (freq, offset, symbol) = match self.packed_first {
+            Some(first) => {
+                let e = self.packed[slot];
+                ((e >> 11) & 0xFFF, e & 0x7FF, ((e >> 23) + first) as u16)
+            }
+            None => {
+                let e = self.step[slot];
+                (e >> 16, e & 0xFFFF, self.symbol[slot])
+            }
+        };
+        let y = freq * (*x >> PROB_BITS) + offset;
         // A refill is close to a coin toss for skewed symbols: arithmetic, not a branch.
         let need = u32::from(y < STATE_LOW);
-        let w = u32::from(self.words[*next]) & 0u32.wrapping_sub(need);
-        *x = (y << (16 * need)) | w;
+        let word = words
+            .get(2 * *next..2 * *next + 2)
+            .map_or(0, |w| u32::from(u16::from_le_bytes([w[0], w[1]])));
+        *x = (y << (16 * need)) | (word & 0u32.wrapping_sub(need));
         *next += need as usize;
-        *out = self.symbol[slot];
+        *out = symbol;
     }
 
-    /// Decodes the last, partial row (`rest`) from word `next` of `count`, then checks
+    /// Decodes the last, partial row (`rest`) from word `next` of `words`, then checks
     /// that every word was read and every lane is back in its initial state.
     fn finish(
         &self,
+        words: &[u8],
         mut states: [u32; LANES],
         mut next: usize,
-        count: usize,
         rest: &mut [u16],
     ) -> Result<(), String> {
         for (x, out) in states.iter_mut().zip(rest) {
-            self.lane_step(x, out, &mut next);
+            self.lane_step(words, x, out, &mut next);
         }
+        let count = words.len() / 2;
         if next > count {
             return Err("the words run out".into());
         }
@@ -466,28 +468,37 @@ impl DecodeScratch {
 
 /// How often each symbol below `2^symbol_bits` occurs. Four tables, summed at the end:
 /// with one, runs of the same symbol (most of a weight block) wait on the previous
-/// increment of the same counter.
-fn histogram(symbols: &[u16], symbol_bits: u32) -> Vec<u32> {
+/// increment of the same counter. The tables (in `counts`, kept from block to block)
+/// have room for any symbol of [`MAX_SYMBOL_BITS`], so that the masked indices need no
+/// bounds checks.
+fn histogram(
+    symbols: &[u16],
+    symbol_bits: u32,
+    counts: &mut Vec<[u32; 1 << MAX_SYMBOL_BITS]>,
+) -> Vec<u32> {
+    const ROOM: usize = 1 << MAX_SYMBOL_BITS;
     let alphabet = 1usize << symbol_bits;
-    let mut tables = vec![0u32; 4 * alphabet];
-    let (t0, rest) = tables.split_at_mut(alphabet);
-    let (t1, rest) = rest.split_at_mut(alphabet);
-    let (t2, t3) = rest.split_at_mut(alphabet);
+    counts.resize(4, [0; ROOM]);
+    for table in counts.iter_mut() {
+        table[..alphabet].fill(0);
+    }
+    let [t0, t1, t2, t3] = &mut counts[..] else {
+        unreachable!("four tables")
+    };
+    let slot = |s: u16| usize::from(s) & (ROOM - 1);
     let mut quads = symbols.chunks_exact(4);
     for quad in &mut quads {
-        t0[usize::from(quad[0])] += 1;
-        t1[usize::from(quad[1])] += 1;
-        t2[usize::from(quad[2])] += 1;
-        t3[usize::from(quad[3])] += 1;
+        t0[slot(quad[0])] += 1;
+        t1[slot(quad[1])] += 1;
+        t2[slot(quad[2])] += 1;
+        t3[slot(quad[3])] += 1;
     }
     for &s in quads.remainder() {
-        t0[usize::from(s)] += 1;
+        t0[slot(s)] += 1;
     }
-    for (i, count) in t0.iter_mut().enumerate() {
-        *count += t1[i] + t2[i] + t3[i];
-    }
-    tables.truncate(alphabet);
-    tables
+    (0..alphabet)
+        .map(|i| t0[i] + t1[i] + t2[i] + t3[i])
+        .collect()
 }
 
 /// What coding one symbol takes: ryg's reciprocal form of
@@ -684,7 +695,7 @@ mod tests {
 
     fn roundtrip(symbols: &[u16], bits: u32) -> Vec<u8> {
         let mut stream = Vec::new();
-        encode(symbols, bits, &mut Vec::new(), &mut stream);
+        encode(symbols, bits, &mut EncodeScratch::default(), &mut stream);
         let mut back = vec![0u16; symbols.len()];
         decode(
             &stream,
@@ -853,7 +864,7 @@ mod tests {
         fn the_kernels_agree(bits in 0u32..=12, skew in 1u32..4, seed in any::<u64>(), len in 0usize..3000, at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let symbols = skewed(bits, skew, seed, len);
             let mut stream = Vec::new();
-            encode(&symbols, bits, &mut Vec::new(), &mut stream);
+            encode(&symbols, bits, &mut EncodeScratch::default(), &mut stream);
             let mut damaged = stream.clone();
             let i = at.index(damaged.len());
             damaged[i] ^= 1 << bit;
@@ -872,8 +883,8 @@ mod tests {
         fn the_encoders_agree(bits in 0u32..=12, skew in 1u32..6, seed in any::<u64>(), len in 0usize..5000) {
             let symbols = skewed(bits, skew, seed, len);
             let (mut want, mut got) = (Vec::new(), Vec::new());
-            encode_with(&symbols, bits, Kernel::Scalar, &mut Vec::new(), &mut want);
-            encode_with(&symbols, bits, Kernel::best(), &mut Vec::new(), &mut got);
+            encode_with(&symbols, bits, Kernel::Scalar, &mut EncodeScratch::default(), &mut want);
+            encode_with(&symbols, bits, Kernel::best(), &mut EncodeScratch::default(), &mut got);
             prop_assert_eq!(got, want);
         }
 
@@ -881,7 +892,7 @@ mod tests {
         fn flipped_bytes_never_panic(seed in any::<u64>(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let symbols: Vec<u16> = (0..2000u64).map(|i| ((i ^ seed) % 23) as u16).collect();
             let mut stream = Vec::new();
-            encode(&symbols, 5, &mut Vec::new(), &mut stream);
+            encode(&symbols, 5, &mut EncodeScratch::default(), &mut stream);
             let i = at.index(stream.len());
             stream[i] ^= 1 << bit;
             let mut back = vec![0u16; symbols.len()];

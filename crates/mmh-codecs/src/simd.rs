@@ -11,8 +11,16 @@
 //! the gather, so several blocks decode in step ([`Avx2::rans_rows_many`]; 4 measured
 //! fastest, against 2, 3, 6 and 8). Where a block's frequencies and symbols fit, its
 //! table packs symbol, frequency and offset in one `u32`, one gather a row instead of
-//! two. An AVX-512 refill (a compare into a mask and an expanding load) measured no
-//! faster on an AMD EPYC with AVX-512 and was dropped.
+//! two; which table a block has is settled before its rows, each kind of table having
+//! its own compiled loop. Rows read their words where the payload stores them while 8
+//! are left, and only the last few from a padded copy. An AVX-512 refill (a compare
+//! into a mask and an expanding load) measured no faster on an AMD EPYC with AVX-512
+//! and was dropped.
+//!
+//! Assembly builds 16 values at a time in 16-bit lanes when raw fields have at most 9
+//! bits (always for bf16): a byte shuffle brings each field's 2 bytes to its lane and a
+//! multiply by a power of two lifts the field to the top, where its sign bit already
+//! sits at bit 15. Wider fields take 8 values at a time in 32-bit lanes.
 //!
 //! This is the crate's only unsafe code: intrinsics that read or write through
 //! pointers, and calls into functions compiled for AVX2. Its invariants, which every
@@ -50,7 +58,7 @@ use crate::rans::{EncSymbol, PROB_SCALE, STATE_LOW};
 /// gather reads 4 bytes at each slot (invariant 2).
 pub(crate) const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize + 2;
 
-/// A block's decoder tables (`rans.rs`) and its words, with padding.
+/// A block's decoder tables (`rans.rs`) and its words.
 pub(crate) struct Tables<'a> {
     /// Per slot: frequency << 16 | offset.
     pub(crate) step: &'a [u32; PROB_SCALE as usize],
@@ -59,8 +67,9 @@ pub(crate) struct Tables<'a> {
     /// When no frequency passes 2048 and the block's symbols span at most 512: per
     /// slot, `(symbol - first) << 23 | freq << 11 | offset`, and `first`.
     pub(crate) packed: Option<(&'a [u32; PROB_SCALE as usize], u32)>,
-    /// The words not yet read, then at least 8 of padding.
-    pub(crate) words: &'a [u16],
+    /// The words not yet read (u16 LE), a whole number of them, read where they are
+    /// stored.
+    pub(crate) words: &'a [u8],
 }
 
 impl<'a> Tables<'a> {
@@ -70,7 +79,7 @@ impl<'a> Tables<'a> {
             step: self.step,
             symbol: self.symbol,
             packed: self.packed,
-            words: &self.words[start..],
+            words: &self.words[2 * start..],
         }
     }
 }
@@ -86,38 +95,36 @@ impl Avx2 {
     }
 
     /// Decodes whole rows of 8 symbols, as many as `symbols` holds (its length must be a
-    /// multiple of 8), updating `states`. `tables.words` holds `count` words and at least
-    /// 8 of padding. Returns how many words the rows took, or `None` as soon as a row
-    /// takes more than `count`.
+    /// multiple of 8), updating `states`. Returns how many words the rows took, or
+    /// `None` as soon as a row takes more than `tables.words` holds.
     pub(crate) fn rans_rows(
         self,
         tables: &Tables<'_>,
         states: &mut [u32; 8],
-        count: usize,
         symbols: &mut [u16],
     ) -> Option<usize> {
         // SAFETY: invariant 1.
-        unsafe { rans_rows(tables, states, count, symbols) }
+        unsafe { rans_rows(tables, states, symbols) }
     }
 
     /// [`Avx2::rans_rows`] of `N` blocks in step (their `symbols` of the same length),
-    /// as far as all have words: for each, `None` if it ran out, or how many symbols
-    /// all decoded and how many words it took.
+    /// as long as every block has 8 words left before a row: for each, how many symbols
+    /// all decoded and how many words it took. [`Avx2::rans_rows`] goes on from there.
     pub(crate) fn rans_rows_many<const N: usize>(
         self,
         tables: [&Tables<'_>; N],
         states: &mut [[u32; 8]; N],
-        counts: [usize; N],
         symbols: [&mut [u16]; N],
-    ) -> [Option<(usize, usize)>; N] {
+    ) -> [(usize, usize); N] {
         // SAFETY: invariant 1.
-        unsafe { rans_rows_many(tables, states, counts, symbols) }
+        unsafe { rans_rows_many(tables, states, symbols) }
     }
 
     /// Writes 16-bit values from their symbols and packed raw fields of `raw_bits` bits
-    /// (1 to 16) as the scalar `assemble::<2>` does, 8 at a time, as far as the groups of
-    /// 8 fields can be read with 16-byte loads from `raw`; returns how many values it
-    /// wrote (a multiple of 8). The rest is left to the scalar code, from byte
+    /// (1 to 16) as the scalar `assemble::<2>` does, 16 at a time in 16-bit lanes where
+    /// fields have at most 9 bits (bf16 always), else 8 at a time in 32-bit lanes, as far
+    /// as the groups of 8 fields can be read with 16-byte loads from `raw`; returns how
+    /// many values it wrote (a multiple of 8). The rest is left to the scalar code, from byte
     /// `done * raw_bits / 8` of `raw`.
     pub(crate) fn assemble16(
         self,
@@ -266,6 +273,7 @@ fn split16(
     let kept_count = _mm_cvtsi32_si128(kept as i32);
     let pair_count = _mm_cvtsi32_si128(bits as i32);
     let quad_count = _mm_cvtsi32_si128(2 * bits as i32);
+    let eight_count = _mm_cvtsi32_si128(4 * bits as i32);
     let low16 = _mm256_set1_epi32(0xFFFF);
     let low32 = _mm256_set1_epi64x(0xFFFF_FFFF);
     // A group g of 16 values writes raw[2gR .. 2gR + R + 16]: in bounds for g < groups.
@@ -292,10 +300,26 @@ fn split16(
             _mm256_and_si256(pairs, low32),
             _mm256_sll_epi64(_mm256_srli_epi64::<32>(pairs), quad_count),
         );
+        // 8 fields are exactly R bytes.
+        if bits <= 8 {
+            // Then they fit in 64 bits: each half's two quads join in its low u64.
+            let eights = _mm256_or_si256(
+                quads,
+                _mm256_bsrli_epi128::<8>(_mm256_sll_epi64(quads, eight_count)),
+            );
+            let halves = [
+                _mm256_extract_epi64::<0>(eights),
+                _mm256_extract_epi64::<2>(eights),
+            ];
+            for (half, eight) in halves.into_iter().enumerate() {
+                let at = (2 * g + half) * bits;
+                raw[at..at + 8].copy_from_slice(&eight.to_le_bytes());
+            }
+            continue;
+        }
         let mut q = [0u64; 4];
         // SAFETY: invariant 3 (4 u64).
         unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), quads) };
-        // 8 fields are exactly R bytes.
         for half in 0..2 {
             let eight = u128::from(q[2 * half]) | u128::from(q[2 * half + 1]) << (4 * bits);
             let at = (2 * g + half) * bits;
@@ -319,6 +343,7 @@ fn rans_encode_rows(
     let scale = _mm256_set1_epi32(PROB_SCALE as i32);
     let thirty_two = _mm256_set1_epi64x(32);
     let low32 = _mm256_set1_epi64x(0xFFFF_FFFF);
+    let low4 = _mm256_set1_epi32(0xF);
     let shuffle = low_halves();
     // SAFETY: invariant 3 (8 u32).
     let mut x = unsafe { _mm256_loadu_si256(states.as_ptr().cast()) };
@@ -340,7 +365,9 @@ fn rans_encode_rows(
             _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(even_entry), odd_entry);
         let bias = _mm256_and_si256(packed, low13);
         let freq = _mm256_and_si256(_mm256_srli_epi32::<13>(packed), low13);
-        let shift = _mm256_srli_epi32::<26>(packed);
+        // rcp_shift - 32 < 12: masked to 4 bits, the 64-bit shifts below are known to
+        // stay under 64, and the compiler adds no selects for larger ones.
+        let shift = _mm256_and_si256(_mm256_srli_epi32::<26>(packed), low4);
         // x_max = freq << 19 ≤ 2^31 and x < 2^31: a signed compare with x_max - 1.
         let x_max = _mm256_sub_epi32(_mm256_slli_epi32::<19>(freq), one);
         let emit = _mm256_cmpgt_epi32(x, x_max);
@@ -436,34 +463,64 @@ impl RowConstants {
     }
 }
 
+/// Where a block's rows find each slot's entry: the packed table (`PACKED`), or the
+/// step and symbol tables. Resolved once a block, so that a row does not branch on it.
+struct Lookup<'a> {
+    /// The packed or the step table.
+    entries: &'a [u32; PROB_SCALE as usize],
+    symbols: &'a [u16; SYMBOL_TABLE_LEN],
+    /// The packed table's first symbol, in every lane.
+    first: __m256i,
+    words: &'a [u8],
+}
+
+impl<'a> Tables<'a> {
+    /// The lookup of a kernel built for `PACKED`; `None` if this block has no packed
+    /// table and `PACKED` wants one.
+    #[target_feature(enable = "avx2")]
+    fn lookup<const PACKED: bool>(&self) -> Option<Lookup<'a>> {
+        let (entries, first) = match (PACKED, self.packed) {
+            (true, Some((packed, first))) => (packed, first),
+            (true, None) => return None,
+            (false, _) => (self.step, 0),
+        };
+        Some(Lookup {
+            entries,
+            symbols: self.symbol,
+            first: _mm256_set1_epi32(first as i32),
+            words: self.words,
+        })
+    }
+}
+
 /// One row: decodes the symbols of states `x` into `row` and returns the new states,
-/// reading words from `next`, which it advances. The caller keeps `next` at most the
-/// word count, so that the 8 words read are in bounds.
+/// reading words from `next`, which it advances. The caller keeps 8 words from `next`
+/// in bounds.
 #[target_feature(enable = "avx2,popcnt")]
 #[inline]
-fn row_step(
+fn row_step<const PACKED: bool>(
     c: &RowConstants,
-    tables: &Tables<'_>,
+    lookup: &Lookup<'_>,
     x: __m256i,
     next: &mut usize,
     row: &mut [u16; 8],
 ) -> __m256i {
     let slot = _mm256_and_si256(x, c.slot_mask);
-    let (y, s) = if let Some((packed, first)) = tables.packed {
-        // SAFETY: invariant 2 (the packed table holds 4096 u32).
-        let e = unsafe { _mm256_i32gather_epi32::<4>(packed.as_ptr().cast(), slot) };
+    // SAFETY: invariant 2 (the packed and step tables hold 4096 u32).
+    let e = unsafe { _mm256_i32gather_epi32::<4>(lookup.entries.as_ptr().cast(), slot) };
+    let (y, s) = if PACKED {
         let freq = _mm256_and_si256(_mm256_srli_epi32::<11>(e), c.slot_mask);
         let y = _mm256_add_epi32(
             _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x)),
             _mm256_and_si256(e, c.low11),
         );
-        let s = _mm256_add_epi32(_mm256_srli_epi32::<23>(e), _mm256_set1_epi32(first as i32));
-        (y, s)
+        (
+            y,
+            _mm256_add_epi32(_mm256_srli_epi32::<23>(e), lookup.first),
+        )
     } else {
         // SAFETY: invariant 2.
-        let e = unsafe { _mm256_i32gather_epi32::<4>(tables.step.as_ptr().cast(), slot) };
-        // SAFETY: invariant 2.
-        let s = unsafe { _mm256_i32gather_epi32::<2>(tables.symbol.as_ptr().cast(), slot) };
+        let s = unsafe { _mm256_i32gather_epi32::<2>(lookup.symbols.as_ptr().cast(), slot) };
         let y = _mm256_add_epi32(
             _mm256_mullo_epi32(_mm256_srli_epi32::<16>(e), _mm256_srli_epi32::<12>(x)),
             _mm256_and_si256(e, c.offset_mask),
@@ -473,8 +530,10 @@ fn row_step(
     // States stay below 2^31 (rans.rs), so signed comparisons are exact.
     let need = _mm256_cmpgt_epi32(c.low, y);
     let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-    let row_words: &[u16; 8] = tables.words[*next..*next + 8].try_into().expect("8 words");
-    // SAFETY: invariant 3 (8 u16).
+    let row_words: &[u8; 16] = lookup.words[2 * *next..2 * *next + 16]
+        .try_into()
+        .expect("8 words");
+    // SAFETY: invariant 3 (16 bytes).
     let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(row_words.as_ptr().cast()) });
     let index = _mm256_srlv_epi32(_mm256_set1_epi32(PREFIX[mask] as i32), c.nibbles);
     let w = _mm256_permutevar8x32_epi32(w, index);
@@ -485,37 +544,80 @@ fn row_step(
 }
 
 #[target_feature(enable = "avx2,popcnt")]
-fn rans_rows(
-    tables: &Tables<'_>,
+fn rans_rows(tables: &Tables<'_>, states: &mut [u32; 8], symbols: &mut [u16]) -> Option<usize> {
+    match tables.lookup::<true>() {
+        Some(lookup) => rans_rows_with::<true>(&lookup, states, symbols),
+        None => rans_rows_with::<false>(&tables.lookup::<false>()?, states, symbols),
+    }
+}
+
+/// Rows read their words where they are stored while 8 are left, and the last few from
+/// a padded copy, so that no block's words are copied whole.
+#[target_feature(enable = "avx2,popcnt")]
+fn rans_rows_with<const PACKED: bool>(
+    lookup: &Lookup<'_>,
     states: &mut [u32; 8],
-    count: usize,
     symbols: &mut [u16],
 ) -> Option<usize> {
-    debug_assert!(tables.words.len() >= count + 8 && symbols.len().is_multiple_of(8));
+    debug_assert!(symbols.len().is_multiple_of(8));
     let c = RowConstants::new();
     // SAFETY: invariant 3 (8 u32).
     let mut x = unsafe { _mm256_loadu_si256(states.as_ptr().cast()) };
+    let count = lookup.words.len() / 2;
+    let mut rows = symbols.as_chunks_mut::<8>().0.iter_mut();
     let mut next = 0usize;
-    for row in symbols.chunks_exact_mut(8) {
-        x = row_step(&c, tables, x, &mut next, row.try_into().expect("a row"));
-        if next > count {
+    while next + 8 <= count
+        && let Some(row) = rows.next()
+    {
+        x = row_step::<PACKED>(&c, lookup, x, &mut next, row);
+    }
+    // If rows are left, fewer than 8 words are.
+    let left = &lookup.words[2 * next..];
+    let left = &left[..left.len().min(16)];
+    let mut tail = [0u8; 32];
+    tail[..left.len()].copy_from_slice(left);
+    let tail_lookup = Lookup {
+        words: &tail,
+        ..*lookup
+    };
+    let mut taken = 0;
+    for row in rows {
+        x = row_step::<PACKED>(&c, &tail_lookup, x, &mut taken, row);
+        // Reads stay in the copy: at most 7 words are left, and 8 of padding follow.
+        if 2 * taken > left.len() {
             return None;
         }
     }
     // SAFETY: invariant 3 (8 u32).
     unsafe { _mm256_storeu_si256(states.as_mut_ptr().cast(), x) };
-    Some(next)
+    Some(next + taken)
 }
 
 #[target_feature(enable = "avx2,popcnt")]
 fn rans_rows_many<const N: usize>(
     tables: [&Tables<'_>; N],
     states: &mut [[u32; 8]; N],
-    counts: [usize; N],
     symbols: [&mut [u16]; N],
-) -> [Option<(usize, usize)>; N] {
-    let len = symbols.iter().map(|s| s.len()).min().unwrap_or(0);
-    debug_assert!(symbols.iter().all(|s| s.len() == len) && len.is_multiple_of(8));
+) -> [(usize, usize); N] {
+    // The caller gives all blocks packed tables, or none.
+    let packed = tables.map(|t| t.lookup::<true>());
+    if packed.iter().all(Option::is_some) {
+        return rans_rows_many_with::<N, true>(packed.map(Option::unwrap), states, symbols);
+    }
+    let split = tables.map(|t| t.lookup::<false>().expect("a lookup without packing"));
+    rans_rows_many_with::<N, false>(split, states, symbols)
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+fn rans_rows_many_with<const N: usize, const PACKED: bool>(
+    lookups: [Lookup<'_>; N],
+    states: &mut [[u32; 8]; N],
+    symbols: [&mut [u16]; N],
+) -> [(usize, usize); N] {
+    let rows = symbols.map(|s| s.as_chunks_mut::<8>().0);
+    let len = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    debug_assert!(rows.iter().all(|r| r.len() == len));
+    let counts = lookups.each_ref().map(|l| l.words.len() / 2);
     let c = RowConstants::new();
     let mut x = [_mm256_setzero_si256(); N];
     for (x, state) in x.iter_mut().zip(states.iter()) {
@@ -524,21 +626,17 @@ fn rans_rows_many<const N: usize>(
     }
     let mut next = [0usize; N];
     let mut done = 0;
-    while done < len {
+    while done < len && (0..N).all(|i| next[i] + 8 <= counts[i]) {
         for i in 0..N {
-            let row: &mut [u16; 8] = (&mut symbols[i][done..done + 8]).try_into().expect("a row");
-            x[i] = row_step(&c, tables[i], x[i], &mut next[i], row);
+            x[i] = row_step::<PACKED>(&c, &lookups[i], x[i], &mut next[i], &mut rows[i][done]);
         }
-        done += 8;
-        if (0..N).any(|i| next[i] > counts[i]) {
-            break;
-        }
+        done += 1;
     }
     for (state, x) in states.iter_mut().zip(x) {
         // SAFETY: invariant 3 (8 u32).
         unsafe { _mm256_storeu_si256(state.as_mut_ptr().cast(), x) };
     }
-    std::array::from_fn(|i| (next[i] <= counts[i]).then_some((done, next[i])))
+    std::array::from_fn(|i| (8 * done, next[i]))
 }
 
 #[target_feature(enable = "avx2")]
@@ -583,8 +681,12 @@ fn assemble16(
     let groups = (symbols.len() / 8)
         .min(dst.len() / 16)
         .min(raw.len().saturating_sub(16 - bits.min(16)) / bits);
+    let narrow_done = match raw_bits {
+        ..=9 => assemble16_narrow(raw_bits, low_bits, zero_bits, symbols, raw, dst),
+        _ => 0,
+    };
     // A group g reads raw[g·R .. g·R + 16]: g·R + 16 ≤ raw.len() for g < groups.
-    for g in 0..groups {
+    for g in narrow_done / 8..groups {
         let bytes: &[u8; 16] = raw[g * bits..g * bits + 16].try_into().expect("16 bytes");
         let syms: &[u16; 8] = symbols[8 * g..8 * g + 8].try_into().expect("8 symbols");
         // SAFETY: invariant 3 (16 bytes, 8 u16).
@@ -610,4 +712,74 @@ fn assemble16(
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), narrow(value, shuffle)) };
     }
     8 * groups
+}
+
+/// [`assemble16`] 16 values at a time for fields of at most 9 bits: then a field and the
+/// bits before it in its first byte fit in 16 bits, so each value is built in a 16-bit
+/// lane, each 128-bit half of the vector taking a group of 8 fields. Returns how many
+/// values it wrote (a multiple of 16).
+#[target_feature(enable = "avx2")]
+fn assemble16_narrow(
+    raw_bits: u32,
+    low_bits: u32,
+    zero_bits: u32,
+    symbols: &[u16],
+    raw: &[u8],
+    dst: &mut [u8],
+) -> usize {
+    debug_assert!((1..=9).contains(&raw_bits) && zero_bits <= low_bits);
+    let bits = raw_bits as usize;
+    // Field i of a group starts at bit i·R: the 2 bytes from its first byte hold it,
+    // and multiplying them by 2^(16 - R - shift) moves it to the top of the lane.
+    let mut control = [0i8; 32];
+    let mut lift = [0i16; 16];
+    for i in 0..8 {
+        let first = (i * bits / 8) as i8;
+        for half in 0..2 {
+            control[16 * half + 2 * i] = first;
+            control[16 * half + 2 * i + 1] = first + 1;
+            lift[8 * half + i] = (1u32 << (16 - bits - i * bits % 8)) as u16 as i16;
+        }
+    }
+    // SAFETY: invariant 3 (32 i8, 16 i16).
+    let (control, lift) = unsafe {
+        (
+            _mm256_loadu_si256(control.as_ptr().cast()),
+            _mm256_loadu_si256(lift.as_ptr().cast()),
+        )
+    };
+    let top = _mm_cvtsi32_si128(16 - raw_bits as i32);
+    let sign_mask = _mm256_set1_epi16(i16::MIN);
+    let kept_mask = _mm256_set1_epi16(((1u32 << (raw_bits - 1)) - 1) as i16);
+    let low_count = _mm_cvtsi32_si128(low_bits as i32);
+    let zero_count = _mm_cvtsi32_si128(zero_bits as i32);
+    let pairs = (symbols.len() / 16)
+        .min(dst.len() / 32)
+        .min(raw.len().saturating_sub(16 + bits) / (2 * bits));
+    // A pair p reads raw[2pR .. (2p + 1)R + 16]: in bounds for p < pairs.
+    for p in 0..pairs {
+        let at = 2 * p * bits;
+        let first: &[u8; 16] = raw[at..at + 16].try_into().expect("16 bytes");
+        let second: &[u8; 16] = raw[at + bits..at + bits + 16].try_into().expect("16 bytes");
+        let syms: &[u16; 16] = symbols[16 * p..16 * p + 16].try_into().expect("16 symbols");
+        // SAFETY: invariant 3 (16 bytes, 16 bytes, 16 u16).
+        let (packed, syms) = unsafe {
+            (
+                _mm256_loadu2_m128i(second.as_ptr().cast(), first.as_ptr().cast()),
+                _mm256_loadu_si256(syms.as_ptr().cast()),
+            )
+        };
+        let lifted = _mm256_mullo_epi16(_mm256_shuffle_epi8(packed, control), lift);
+        let field = _mm256_srl_epi16(lifted, top);
+        let sign = _mm256_and_si256(lifted, sign_mask);
+        let low = _mm256_sll_epi16(_mm256_and_si256(field, kept_mask), zero_count);
+        let symbol = _mm256_sll_epi16(syms, low_count);
+        let value = _mm256_or_si256(_mm256_or_si256(sign, low), symbol);
+        let out: &mut [u8; 32] = (&mut dst[32 * p..32 * p + 32])
+            .try_into()
+            .expect("32 bytes");
+        // SAFETY: invariant 3 (32 bytes).
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), value) };
+    }
+    16 * pairs
 }

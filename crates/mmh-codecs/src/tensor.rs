@@ -179,7 +179,7 @@ impl Split {
 #[derive(Default)]
 struct Scratch {
     symbols: Vec<u16>,
-    words: Vec<u16>,
+    encoder: rans::EncodeScratch,
     /// A block's raw bits (those the SIMD kernel leaves) and 8 zero bytes, so that every
     /// field is one 8-byte read.
     raw: Vec<u8>,
@@ -347,7 +347,7 @@ fn encode_block16(
         symbols,
         split.symbol_bits,
         Kernel::Avx2(avx2),
-        &mut scratch.words,
+        &mut scratch.encoder,
         out,
     );
 }
@@ -382,7 +382,7 @@ fn encode_block_of<const W: usize>(
         &scratch.symbols,
         split.symbol_bits,
         kernel,
-        &mut scratch.words,
+        &mut scratch.encoder,
         out,
     );
 }
@@ -1034,6 +1034,88 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_assembly_kernels_agree_for_every_field_width() {
+        // Every k and zero bits of the 16-bit kinds: raw fields of 1 to 16 bits, which
+        // the SIMD assembly takes in 16-bit lanes up to 9 bits and in 32-bit lanes above.
+        let mut next = crate::parity::random(7);
+        for kind in [FloatKind::Bf16, FloatKind::F16] {
+            let max_k = kind
+                .mantissa_bits()
+                .min(rans::MAX_SYMBOL_BITS - kind.exponent_bits());
+            for k in 0..=max_k {
+                for zero_bits in 0..=kind.low_bits(k) {
+                    for values in [0, 7, 8, 15, 16, 17, 33, 1000] {
+                        let field_bits = (1 + kind.low_bits(k) - zero_bits) as usize;
+                        let raw_bits: Vec<u8> = (0..(values * field_bits).div_ceil(8))
+                            .map(|_| next() as u8)
+                            .collect();
+                        let symbol_mask = (1u64 << kind.symbol_bits(k)) - 1;
+                        let symbols: Vec<u16> =
+                            (0..values).map(|_| (next() & symbol_mask) as u16).collect();
+                        let block = BlockToDecode {
+                            values,
+                            zero_bits,
+                            raw_bits: &raw_bits,
+                            freqs: Vec::new(),
+                            states: [0; rans::LANES],
+                            words: &[],
+                        };
+                        let [want, got] = [Kernel::Scalar, Kernel::best()].map(|kernel| {
+                            let mut scratch = Scratch {
+                                symbols: symbols.clone(),
+                                ..Scratch::default()
+                            };
+                            let mut out = vec![0xEE];
+                            assemble_block(&block, kind, k, kernel, &mut scratch, &mut out);
+                            out
+                        });
+                        assert!(
+                            want == got,
+                            "{kind:?}, k {k}, {zero_bits} zero bits, {values} values"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_kernels_agree_on_blocks_with_and_without_packed_tables() {
+        // Weights fit the packed table; weights of which 3 in 4 are 1.0 do not (a
+        // symbol's frequency passes 2048). Blocks decoded together take one kind of
+        // table, so each mix of the two is a case.
+        for pattern in 0u32..16 {
+            let raw: Vec<u8> = (0..4u32)
+                .flat_map(|block| {
+                    let mut values = weights(FloatKind::Bf16, BLOCK_VALUES, u64::from(block));
+                    if pattern >> block & 1 == 0 {
+                        for (i, value) in values.chunks_exact_mut(2).enumerate() {
+                            if i % 4 != 0 {
+                                value.copy_from_slice(&[0x80, 0x3F]);
+                            }
+                        }
+                    }
+                    values
+                })
+                .collect();
+            let mut stored = Vec::new();
+            assert!(encode(&raw, FloatKind::Bf16, &mut stored));
+            #[cfg(target_arch = "x86_64")]
+            {
+                let payload = read_payload(&stored, raw.len(), FloatKind::Bf16).unwrap();
+                let packed = payload.blocks.iter().enumerate().fold(0, |mask, (i, b)| {
+                    mask | u32::from(rans::packable(&b.freqs).is_some()) << i
+                });
+                assert_eq!(packed, pattern, "the blocks with packed tables");
+            }
+            kernels_agree(&stored, raw.len(), FloatKind::Bf16).unwrap();
+            let mut back = Vec::new();
+            decode(&stored, raw.len(), FloatKind::Bf16, &mut back).unwrap();
+            assert!(back == raw, "pattern {pattern:04b}");
         }
     }
 
