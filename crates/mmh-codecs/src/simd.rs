@@ -8,14 +8,17 @@
 //! block's table, a multiply-add, and a refill of the lanes that fell below
 //! [`STATE_LOW`] with the next words in lane order (a permutation chosen by the mask of
 //! those lanes, as in ryg's SIMD rANS). One row waits on the one before it, mostly on
-//! the gather, so several blocks decode in step ([`Avx2::rans_rows_many`]; 4 measured
-//! fastest, against 2, 3, 6 and 8). Where a block's frequencies and symbols fit, its
+//! the gather, so several blocks decode in step ([`Avx2::rans_rows_many`]; 5 measured
+//! fastest with one table read a row: 2.48 GB/s on bf16 against 1.71 for 2, 2.11 for 3,
+//! 2.27 for 4 and 2.36 for 6). Where a block's frequencies and symbols fit, its
 //! table packs symbol, frequency and offset in one `u32`, one gather a row instead of
 //! two; which table a block has is settled before its rows, each kind of table having
 //! its own compiled loop. Rows read their words where the payload stores them while 8
 //! are left, and only the last few from a padded copy. An AVX-512 refill (a compare
 //! into a mask and an expanding load) measured no faster on an AMD EPYC with AVX-512
-//! and was dropped.
+//! and was dropped, and so was a kernel with two blocks' lanes in one 512-bit vector (a
+//! gather of 16, expands for the refills): 14% slower on the same machine, which runs
+//! 512-bit operations as two 256-bit halves.
 //!
 //! Assembly builds 16 values at a time in 16-bit lanes when raw fields have at most 9
 //! bits (always for bf16): a byte shuffle brings each field's 2 bytes to its lane and a

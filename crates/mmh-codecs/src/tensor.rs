@@ -583,7 +583,7 @@ fn decode_block(
 /// Blocks that SIMD kernels decode together: enough to hide the latency of one
 /// block's table reads.
 #[cfg(target_arch = "x86_64")]
-const GROUP: usize = 4;
+const GROUP: usize = 5;
 
 /// Decodes the numbered blocks of `group` (at most [`GROUP`], and at most one a
 /// scratch) and appends their values; errors name the first bad block.
@@ -603,7 +603,8 @@ fn decode_group(
         let results = match group.len() {
             2 => symbols_many::<2>(avx2, group, scratch).to_vec(),
             3 => symbols_many::<3>(avx2, group, scratch).to_vec(),
-            _ => symbols_many::<4>(avx2, group, scratch).to_vec(),
+            4 => symbols_many::<4>(avx2, group, scratch).to_vec(),
+            _ => symbols_many::<5>(avx2, group, scratch).to_vec(),
         };
         for (((number, block), result), scratch) in group.iter().zip(results).zip(scratch) {
             result.map_err(at(*number))?;
@@ -1087,9 +1088,9 @@ mod tests {
     fn the_kernels_agree_on_blocks_with_and_without_packed_tables() {
         // Weights fit the packed table; weights of which 3 in 4 are 1.0 do not (a
         // symbol's frequency passes 2048). Blocks decoded together take one kind of
-        // table, so each mix of the two is a case.
-        for pattern in 0u32..16 {
-            let raw: Vec<u8> = (0..4u32)
+        // table, so each mix of the two is a case: 6 blocks, a group and one more.
+        for pattern in 0u32..64 {
+            let raw: Vec<u8> = (0..6u32)
                 .flat_map(|block| {
                     let mut values = weights(FloatKind::Bf16, BLOCK_VALUES, u64::from(block));
                     if pattern >> block & 1 == 0 {
