@@ -87,6 +87,26 @@ impl<'a> Tables<'a> {
     }
 }
 
+/// How a 16-bit value splits (`tensor.rs`): the symbol above its `low_bits` lowest bits,
+/// of which the lowest `zero_bits` are zero throughout the block; the raw field holds the
+/// sign and the other low bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fields16 {
+    pub(crate) low_bits: u32,
+    pub(crate) zero_bits: u32,
+}
+
+impl Fields16 {
+    fn symbol_bits(self) -> u32 {
+        15 - self.low_bits
+    }
+
+    /// `R`, the bits of a raw field: 1 to 16.
+    fn raw_bits(self) -> u32 {
+        1 + self.low_bits - self.zero_bits
+    }
+}
+
 /// Proof that this CPU runs AVX2 and POPCNT code (invariant 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Avx2(());
@@ -131,15 +151,13 @@ impl Avx2 {
     /// `done * raw_bits / 8` of `raw`.
     pub(crate) fn assemble16(
         self,
-        raw_bits: u32,
-        low_bits: u32,
-        zero_bits: u32,
+        fields: Fields16,
         symbols: &[u16],
         raw: &[u8],
         dst: &mut [u8],
     ) -> usize {
         // SAFETY: invariant 1.
-        unsafe { assemble16(raw_bits, low_bits, zero_bits, symbols, raw, dst) }
+        unsafe { assemble16(fields, symbols, raw, dst) }
     }
 }
 
@@ -160,14 +178,12 @@ impl Avx2 {
     pub(crate) fn split16(
         self,
         values: &[u8],
-        symbol_bits: u32,
-        low_bits: u32,
-        zero_bits: u32,
+        fields: Fields16,
         symbols: &mut [u16],
         raw: &mut [u8],
     ) -> usize {
         // SAFETY: invariant 1.
-        unsafe { split16(values, symbol_bits, low_bits, zero_bits, symbols, raw) }
+        unsafe { split16(values, fields, symbols, raw) }
     }
 
     /// Codes the whole rows of 8 symbols in `rows` (its length a multiple of 8) last to
@@ -255,15 +271,13 @@ fn or16(values: &[u8]) -> u16 {
 }
 
 #[target_feature(enable = "avx2")]
-fn split16(
-    values: &[u8],
-    symbol_bits: u32,
-    low_bits: u32,
-    zero_bits: u32,
-    symbols: &mut [u16],
-    raw: &mut [u8],
-) -> usize {
-    debug_assert!(symbol_bits + low_bits == 15 && zero_bits <= low_bits);
+fn split16(values: &[u8], fields: Fields16, symbols: &mut [u16], raw: &mut [u8]) -> usize {
+    let Fields16 {
+        low_bits,
+        zero_bits,
+    } = fields;
+    let symbol_bits = fields.symbol_bits();
+    debug_assert!(zero_bits <= low_bits && low_bits <= 15);
     let kept = low_bits - zero_bits;
     let bits = kept as usize + 1;
     let groups = (values.len() / 32)
@@ -643,15 +657,13 @@ fn rans_rows_many_with<const N: usize, const PACKED: bool>(
 }
 
 #[target_feature(enable = "avx2")]
-fn assemble16(
-    raw_bits: u32,
-    low_bits: u32,
-    zero_bits: u32,
-    symbols: &[u16],
-    raw: &[u8],
-    dst: &mut [u8],
-) -> usize {
-    debug_assert!((1..=16).contains(&raw_bits) && zero_bits <= low_bits);
+fn assemble16(fields: Fields16, symbols: &[u16], raw: &[u8], dst: &mut [u8]) -> usize {
+    let Fields16 {
+        low_bits,
+        zero_bits,
+    } = fields;
+    let raw_bits = fields.raw_bits();
+    debug_assert!(zero_bits <= low_bits && low_bits <= 15);
     let bits = raw_bits as usize;
     // Field i of a group of 8 starts at bit i·R of the group's R bytes: 4 bytes from its
     // first byte, shifted right by the bits before it, hold it (shift + R ≤ 23 bits).
@@ -685,7 +697,7 @@ fn assemble16(
         .min(dst.len() / 16)
         .min(raw.len().saturating_sub(16 - bits.min(16)) / bits);
     let narrow_done = match raw_bits {
-        ..=9 => assemble16_narrow(raw_bits, low_bits, zero_bits, symbols, raw, dst),
+        ..=9 => assemble16_narrow(fields, symbols, raw, dst),
         _ => 0,
     };
     // A group g reads raw[g·R .. g·R + 16]: g·R + 16 ≤ raw.len() for g < groups.
@@ -722,15 +734,13 @@ fn assemble16(
 /// lane, each 128-bit half of the vector taking a group of 8 fields. Returns how many
 /// values it wrote (a multiple of 16).
 #[target_feature(enable = "avx2")]
-fn assemble16_narrow(
-    raw_bits: u32,
-    low_bits: u32,
-    zero_bits: u32,
-    symbols: &[u16],
-    raw: &[u8],
-    dst: &mut [u8],
-) -> usize {
-    debug_assert!((1..=9).contains(&raw_bits) && zero_bits <= low_bits);
+fn assemble16_narrow(fields: Fields16, symbols: &[u16], raw: &[u8], dst: &mut [u8]) -> usize {
+    let Fields16 {
+        low_bits,
+        zero_bits,
+    } = fields;
+    let raw_bits = fields.raw_bits();
+    debug_assert!(raw_bits <= 9 && zero_bits <= low_bits);
     let bits = raw_bits as usize;
     // Field i of a group starts at bit i·R: the 2 bytes from its first byte hold it,
     // and multiplying them by 2^(16 - R - shift) moves it to the top of the lane.

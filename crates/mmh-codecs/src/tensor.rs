@@ -157,6 +157,16 @@ impl Split {
         1 + self.low_bits - self.zero_bits
     }
 
+    /// The split of a 16-bit value, as the SIMD kernels take it.
+    #[cfg(target_arch = "x86_64")]
+    fn fields16(self) -> crate::simd::Fields16 {
+        debug_assert_eq!(self.value_bits, 16);
+        crate::simd::Fields16 {
+            low_bits: self.low_bits,
+            zero_bits: self.zero_bits,
+        }
+    }
+
     fn symbol(self, v: u64) -> u16 {
         ((v >> self.low_bits) & ((1 << self.symbol_bits) - 1)) as u16
     }
@@ -323,14 +333,7 @@ fn encode_block16(
     symbols.resize(n, 0);
     let start = out.len();
     out.resize(start + (n * bits).div_ceil(8) + 16, 0);
-    let done = avx2.split16(
-        block,
-        split.symbol_bits,
-        split.low_bits,
-        split.zero_bits,
-        symbols,
-        &mut out[start..],
-    );
+    let done = avx2.split16(block, split.fields16(), symbols, &mut out[start..]);
     // `done` is a multiple of 16 (of 8 would do): its fields end on a byte.
     out.truncate(start + done * bits / 8);
     let mut packer = BitPacker::new(out);
@@ -670,14 +673,7 @@ fn assemble_block(
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx2(avx2), 2) => {
             let bits = split.raw_bits();
-            let done = avx2.assemble16(
-                bits,
-                split.low_bits,
-                split.zero_bits,
-                symbols,
-                block.raw_bits,
-                dst,
-            );
+            let done = avx2.assemble16(split.fields16(), symbols, block.raw_bits, dst);
             // Groups of 8 fields are whole bytes: the rest starts at a byte.
             (done, done * bits as usize / 8)
         }
