@@ -61,7 +61,9 @@ use crate::rans::{EncSymbol, PROB_SCALE, STATE_LOW};
 /// gather reads 4 bytes at each slot (invariant 2).
 pub(crate) const SYMBOL_TABLE_LEN: usize = PROB_SCALE as usize + 2;
 
-/// A block's decoder tables (`rans.rs`) and its words.
+/// A block's decoder tables (`rans.rs`) and its words. A block has the packed table or
+/// the step and symbol tables: the latter hold another block's entries when `packed` is
+/// given.
 pub(crate) struct Tables<'a> {
     /// Per slot: frequency << 16 | offset.
     pub(crate) step: &'a [u32; PROB_SCALE as usize],
@@ -621,6 +623,7 @@ fn rans_rows_many<const N: usize>(
     if packed.iter().all(Option::is_some) {
         return rans_rows_many_with::<N, true>(packed.map(Option::unwrap), states, symbols);
     }
+    debug_assert!(packed.iter().all(Option::is_none));
     let split = tables.map(|t| t.lookup::<false>().expect("a lookup without packing"));
     rans_rows_many_with::<N, false>(split, states, symbols)
 }
