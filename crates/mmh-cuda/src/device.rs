@@ -124,8 +124,9 @@ pub fn compile(arch: &str) -> Result<Arc<Vec<String>>, Error> {
     Ok(ptx)
 }
 
-/// One CUDA device, ready to run every kernel: its context, a stream, and the kernels'
-/// modules.
+/// One stream on a CUDA device, ready to run every kernel: the stream (which does not wait
+/// for the device's other streams, as the legacy default stream would) and the kernels'
+/// modules, shared by the device's streams.
 pub struct CudaDevice {
     info: DeviceInfo,
     stream: Arc<CudaStream>,
@@ -152,7 +153,7 @@ impl CudaDevice {
             .collect::<Result<_, _>>()
             .map_err(failed("cuModuleLoadData"))?;
         Ok(CudaDevice {
-            stream: context.default_stream(),
+            stream: context.new_stream().map_err(failed("cuStreamCreate"))?,
             modules,
             info,
         })
@@ -176,6 +177,25 @@ impl mmh_gpu::Device for CudaDevice {
 
     fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    fn new_stream(&self) -> Result<Self, Error> {
+        Ok(CudaDevice {
+            info: self.info.clone(),
+            stream: self
+                .stream
+                .context()
+                .new_stream()
+                .map_err(self.failed("cuStreamCreate"))?,
+            modules: self.modules.clone(),
+        })
+    }
+
+    fn free_memory(&self) -> Option<u64> {
+        // A failed query leaves the estimate to the device's size; the next call that
+        // needs the driver reports its error.
+        let (free, _) = self.stream.context().mem_get_info().ok()?;
+        Some(free as u64)
     }
 
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<CudaBuffer<T>, Error> {

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use fastcdc::v2020::{Normalization, get_gear_with_seed, select_masks};
 use mmh_codecs::CdcParams;
 
-use crate::{Access, Arg, Device, DeviceInfo, Error, lock, on_each_device};
+use crate::{Access, Arg, Device, DeviceInfo, Error, lock, on_each_device, room};
 
 /// Bytes of one work-group's tile in the kernel (`TILE`); windows are whole tiles.
 const TILE: usize = 4096;
@@ -87,7 +87,8 @@ pub(crate) fn boundaries<D: Device>(
         for gpu in gpus {
             let from = windows.last().map_or(marks.known, |w: &Range<usize>| w.end);
             if from < data.len() {
-                let size = window_limit(lock(gpu).info()).min(cap);
+                let gpu = lock(gpu);
+                let size = window_limit(gpu.info(), gpu.free_memory(), cap);
                 windows.push(from..data.len().min(from + size));
             }
         }
@@ -99,11 +100,11 @@ pub(crate) fn boundaries<D: Device>(
     }
 }
 
-/// The largest window for a device: its input and bitmaps (a quarter of its size) in a
-/// quarter of its memory, which leaves room for other users, and in its largest buffer.
-fn window_limit(info: &DeviceInfo) -> usize {
-    let room = (info.memory / 5).min(info.max_buffer.saturating_sub(HISTORY as u64));
-    let room = usize::try_from(room).unwrap_or(usize::MAX);
+/// The largest window for a device: its input and bitmaps (a quarter of its size) in its
+/// [`room`] for a batch of at most `cap` bytes, and in its largest buffer.
+fn window_limit(info: &DeviceInfo, free: Option<u64>, cap: usize) -> usize {
+    let buffer = info.max_buffer.saturating_sub(HISTORY as u64);
+    let room = (room(info, free, cap) / 5 * 4).min(usize::try_from(buffer).unwrap_or(usize::MAX));
     (room / TILE * TILE).max(TILE)
 }
 
@@ -261,12 +262,18 @@ mod tests {
             compute_units: 1,
             is_gpu: false,
         };
-        assert_eq!(window_limit(&info), 16384);
+        let cap = crate::DEFAULT_BATCH_LIMIT;
+        // A stream's quarter of a quarter of the memory, but one tile at least.
+        assert_eq!(window_limit(&info, None, cap), 4096);
+        // What is free, but in the largest buffer, in whole tiles.
+        assert_eq!(window_limit(&info, Some(1 << 20), cap), 24576);
+        assert_eq!(window_limit(&info, Some(1 << 20), 10_000), 4096);
         let big = DeviceInfo {
             memory: 1 << 40,
             max_buffer: 1 << 38,
             ..info
         };
-        assert!(window_limit(&big) >= crate::DEFAULT_BATCH_LIMIT);
+        assert_eq!(window_limit(&big, None, cap), cap / 5 * 4 / 4096 * 4096);
+        assert_eq!(window_limit(&big, Some(1 << 20), cap), 208_896);
     }
 }

@@ -74,10 +74,11 @@ pub enum Arg<M> {
     U64(u64),
 }
 
-/// One device of a backend, ready to run every kernel of [`kernels::SOURCES`]: the few
-/// calls the operations make. Calls wait until their work is done, so a buffer handed to
-/// a call may be reused as soon as it returns.
-pub trait Device: Send + 'static {
+/// One stream of work on a device of a backend (a CUDA stream, an OpenCL command queue),
+/// ready to run every kernel of [`kernels::SOURCES`]: the few calls the operations make.
+/// Calls wait until their work is done, so a buffer handed to a call may be reused as soon
+/// as it returns; work on another stream of the same device runs meanwhile.
+pub trait Device: Send + Sized + 'static {
     /// The backend's name, such as `"opencl"`.
     const BACKEND: &'static str;
     /// Device memory holding values of `T`.
@@ -87,6 +88,15 @@ pub trait Device: Send + 'static {
 
     /// What the device is.
     fn info(&self) -> &DeviceInfo;
+
+    /// Another stream on the same device, sharing its compiled kernels: its copies and
+    /// kernels may run while this one's do.
+    fn new_stream(&self) -> Result<Self, Error>;
+
+    /// The device memory free now, where the backend can tell (CUDA can, OpenCL cannot).
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
 
     /// A buffer holding a copy of `data`, which must not be empty.
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<Self::Buffer<T>, Error>;
@@ -135,8 +145,11 @@ pub trait Device: Send + 'static {
 
 /// The device backend over one or more devices of one kind.
 pub struct GpuAccelerator<D: Device> {
-    /// One lock per device: a device serves one batch at a time.
+    /// One lock per stream, [`STREAMS_PER_DEVICE`] per device: a stream serves one batch
+    /// at a time, and concurrent callers take different streams.
     devices: Arc<Vec<Mutex<Timed<D>>>>,
+    /// What each device is, once per device.
+    infos: Arc<Vec<DeviceInfo>>,
     /// Where the devices' time went, all devices together.
     stages: Arc<Stages>,
     /// The most bytes one batch puts on a device, besides what its memory allows.
@@ -165,11 +178,17 @@ pub struct StageTimes {
 /// transfer, small enough that a device with less memory to spare is not the common case.
 pub const DEFAULT_BATCH_LIMIT: usize = 64 << 20;
 
+/// Streams opened on each device. Two let one caller's copies overlap another's kernels
+/// (calls are synchronous, so overlap comes from concurrent callers, such as the fold
+/// pipeline's threads); two more keep the device busy while those callers do their host
+/// side (frequencies, payload layout, checks).
+pub const STREAMS_PER_DEVICE: usize = 4;
+
 impl<D: Device> GpuAccelerator<D> {
-    /// The backend on `devices` (not empty), once a small input of every operation has
-    /// given the CPU's bytes on each device ([`Error::Mismatch`] otherwise): a device or
-    /// driver that computes wrongly must fail here, not write archives that do not
-    /// unfold.
+    /// The backend on `devices` (not empty), with [`STREAMS_PER_DEVICE`] streams on each,
+    /// once a small input of every operation has given the CPU's bytes on each device
+    /// ([`Error::Mismatch`] otherwise): a device or driver that computes wrongly must fail
+    /// here, not write archives that do not unfold.
     pub fn new(devices: Vec<D>) -> Result<Self, Error> {
         if devices.is_empty() {
             return Err(Error::NoDevice {
@@ -178,20 +197,43 @@ impl<D: Device> GpuAccelerator<D> {
             });
         }
         let stages = Arc::new(Stages::default());
-        let mut checked = Vec::with_capacity(devices.len());
+        let infos: Vec<DeviceInfo> = devices.iter().map(|device| device.info().clone()).collect();
+        let mut per_device = Vec::with_capacity(devices.len());
         for device in devices {
             let one = GpuAccelerator {
                 devices: Arc::new(vec![Mutex::new(Timed::new(device, Arc::clone(&stages)))]),
+                infos: Arc::new(Vec::new()),
                 stages: Arc::clone(&stages),
                 batch_limit: DEFAULT_BATCH_LIMIT,
             };
             one.self_check()?;
-            checked.extend(Arc::into_inner(one.devices).expect("not shared yet"));
+            let checked = Arc::into_inner(one.devices)
+                .and_then(|mut one| one.pop())
+                .expect("one device, not shared yet")
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut streams = (1..STREAMS_PER_DEVICE)
+                .map(|_| checked.new_stream())
+                .collect::<Result<Vec<_>, _>>()?;
+            streams.insert(0, checked);
+            per_device.push(streams.into_iter());
         }
+        // Stream s of every device before stream s + 1 of any: callers that take the first
+        // free stream spread over the devices first.
+        let streams = (0..STREAMS_PER_DEVICE)
+            .flat_map(|_| {
+                per_device
+                    .iter_mut()
+                    .filter_map(Iterator::next)
+                    .collect::<Vec<_>>()
+            })
+            .map(Mutex::new)
+            .collect();
         // The check's time is not the caller's.
         stages.take();
         Ok(GpuAccelerator {
-            devices: Arc::new(checked),
+            devices: Arc::new(streams),
+            infos: Arc::new(infos),
             stages,
             batch_limit: DEFAULT_BATCH_LIMIT,
         })
@@ -216,6 +258,7 @@ impl<D: Device> GpuAccelerator<D> {
     pub fn with_batch_limit(&self, bytes: usize) -> Self {
         GpuAccelerator {
             devices: Arc::clone(&self.devices),
+            infos: Arc::clone(&self.infos),
             stages: Arc::clone(&self.stages),
             batch_limit: bytes,
         }
@@ -230,10 +273,7 @@ impl<D: Device> GpuAccelerator<D> {
 
     /// The devices in use.
     pub fn device_infos(&self) -> Vec<DeviceInfo> {
-        self.devices
-            .iter()
-            .map(|device| lock(device).info().clone())
-            .collect()
+        self.infos.to_vec()
     }
 }
 
@@ -327,6 +367,15 @@ pub(crate) fn on_each_device<D: Device, T: Send>(
             })
             .collect()
     })
+}
+
+/// The bytes one batch may take on a device: a quarter of the memory `free` now, so that
+/// the device's other streams, sizing their batches at the same moment, still fit (or,
+/// where the backend cannot tell what is free, a quarter of one stream's share of the
+/// memory), and no more than `cap`.
+pub(crate) fn room(info: &DeviceInfo, free: Option<u64>, cap: usize) -> usize {
+    let free = free.unwrap_or(info.memory / STREAMS_PER_DEVICE as u64);
+    usize::try_from(free / 4).unwrap_or(usize::MAX).min(cap)
 }
 
 /// Locks a device. A panic while another thread held it leaves nothing half-done that a

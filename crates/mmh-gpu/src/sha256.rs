@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mmh_codecs::Digest;
 
-use crate::{Access, Arg, Device, DeviceInfo, Error, on_each_device};
+use crate::{Access, Arg, Device, DeviceInfo, Error, on_each_device, room};
 
 /// SHA-256's initial state (FIPS 180-4 §5.3.3).
 const INITIAL: [u32; 8] = [
@@ -38,7 +38,7 @@ pub(crate) fn digest_batch<D: Device>(
     let jobs = jobs(chunks, target);
     let next = AtomicUsize::new(0);
     let done = on_each_device(gpus, |_, gpu| {
-        let limit = upload_limit(gpu.info()).min(cap);
+        let limit = upload_limit(gpu.info(), gpu.free_memory(), cap);
         let mut finished = Vec::new();
         loop {
             let job = next.fetch_add(1, Ordering::Relaxed);
@@ -70,13 +70,12 @@ fn reserved(len: usize) -> usize {
     len.div_ceil(64).max(1) * 64
 }
 
-/// The largest upload for a device: a quarter of its memory leaves room for other users
-/// of the device, and its largest buffer bounds the data buffer.
-fn upload_limit(info: &DeviceInfo) -> usize {
-    let room = (info.memory / 4).min(info.max_buffer);
-    let room = usize::try_from(room).unwrap_or(usize::MAX);
+/// The largest upload for a device: its [`room`] for a batch of at most `cap` bytes, in
+/// its largest buffer.
+fn upload_limit(info: &DeviceInfo, free: Option<u64>, cap: usize) -> usize {
+    let limit = room(info, free, cap).min(usize::try_from(info.max_buffer).unwrap_or(usize::MAX));
     // The kernel takes a piece's length as a uint.
-    let limit = room.min(u32::MAX as usize);
+    let limit = limit.min(u32::MAX as usize);
     (limit / 64 * 64).max(64)
 }
 
@@ -213,12 +212,18 @@ mod tests {
             compute_units: 1,
             is_gpu: false,
         };
-        assert_eq!(upload_limit(&info), 192);
+        let cap = crate::DEFAULT_BATCH_LIMIT;
+        // A stream's quarter of a quarter of the memory, but one block at least.
+        assert_eq!(upload_limit(&info, None, cap), 64);
+        // What is free, but in the largest buffer, in whole blocks.
+        assert_eq!(upload_limit(&info, Some(1 << 20), cap), 960);
+        assert_eq!(upload_limit(&info, Some(1 << 20), 200), 192);
         let big = DeviceInfo {
             memory: 1 << 40,
             max_buffer: 1 << 38,
             ..info
         };
-        assert!(upload_limit(&big) >= crate::DEFAULT_BATCH_LIMIT);
+        assert_eq!(upload_limit(&big, None, cap), cap);
+        assert_eq!(upload_limit(&big, Some(1 << 20), cap), 1 << 18);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use mmh_codecs::gpu::{self, BlockToDecode, EncodedBlock, LANES};
 use mmh_codecs::{BLOCK_VALUES, FloatKind};
 
-use crate::{Access, Arg, Device, DeviceInfo, Error, Scalar};
+use crate::{Access, Arg, Device, Error, Scalar, room};
 
 /// Work-group sizes, as `tensor.cl` defines them.
 const SPLIT_WG: usize = 256;
@@ -47,7 +47,7 @@ pub(crate) fn encode<D: Device>(
         // (u16), histogram and encoder table.
         let block_bytes = BLOCK_VALUES * (2 * width + 6) + alphabet * 4 * (1 + ENC_WORDS);
         let largest = BLOCK_VALUES * width.max(4);
-        let batch = batch_blocks(gpu.info(), batch_limit, block_bytes, largest);
+        let batch = batch_blocks(&*gpu, batch_limit, block_bytes, largest);
         for start in (0..blocks).step_by(batch) {
             let end = (start + batch).min(blocks);
             let bytes =
@@ -223,7 +223,7 @@ pub(crate) fn decode<D: Device>(
     if !payload.blocks.is_empty() {
         let gpu = lock(gpus)?;
         let k = payload.symbol_mantissa_bits;
-        let (memory, buffer) = limits(gpu.info(), batch_limit);
+        let (memory, buffer) = limits(&*gpu, batch_limit);
         let alphabet = 1usize << kind.symbol_bits(k);
         let width = kind.width();
         let mut first_block = 0;
@@ -391,25 +391,26 @@ fn lock<D: Device>(gpus: &[Mutex<D>]) -> Result<MutexGuard<'_, D>, Error> {
 
 /// How many blocks of `block_bytes` of device memory in all, the largest buffer taking
 /// `largest` bytes of them, a batch may hold.
-fn batch_blocks(
-    info: &DeviceInfo,
+fn batch_blocks<D: Device>(
+    gpu: &D,
     batch_limit: usize,
     block_bytes: usize,
     largest: usize,
 ) -> usize {
-    let (memory, buffer) = limits(info, batch_limit);
+    let (memory, buffer) = limits(gpu, batch_limit);
     (memory / block_bytes).min(buffer / largest).max(1)
 }
 
-/// The bytes a batch may take in all (half the device's memory, as other work may share
-/// it, and no more than the batch limit) and in one buffer (its largest allocation, and
-/// no more than the kernels' 32-bit offsets address).
-fn limits(info: &DeviceInfo, batch_limit: usize) -> (usize, usize) {
-    let memory = usize::try_from(info.memory / 2)
-        .unwrap_or(usize::MAX)
-        .min(batch_limit);
+/// The bytes a batch may take in all (the device's [`room`] for at most `batch_limit`)
+/// and in one buffer (its largest allocation, and no more than the kernels' 32-bit
+/// offsets address).
+fn limits<D: Device>(gpu: &D, batch_limit: usize) -> (usize, usize) {
+    let info = gpu.info();
     let buffer = info.max_buffer.min(u64::from(u32::MAX / 2));
-    (memory, usize::try_from(buffer).unwrap_or(usize::MAX))
+    (
+        room(info, gpu.free_memory(), batch_limit),
+        usize::try_from(buffer).unwrap_or(usize::MAX),
+    )
 }
 
 /// Launches `kernel` of `tensor.cl` on `groups` work-groups of `group` work-items.

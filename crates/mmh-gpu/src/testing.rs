@@ -238,6 +238,24 @@ impl<D: Device> Backends<D> {
             assert!(out == raw, "{kind:?} in blocks of 2^{log}");
         }
     }
+
+    /// Callers on several threads at once, as the fold pipeline calls, each taking a free
+    /// stream: every result is still the CPU's, whichever stream computed it.
+    pub fn concurrent_cases(&self) {
+        let callers = 2 * crate::STREAMS_PER_DEVICE + 1;
+        std::thread::scope(|scope| {
+            for caller in 0..callers {
+                scope.spawn(move || {
+                    let seed = caller as u64;
+                    let raw = parity::weights(FloatKind::Bf16, 3 * BLOCK_VALUES + caller, seed);
+                    parity::tensor(&self.all, &raw, FloatKind::Bf16).unwrap();
+                    let chunks: Vec<&[u8]> = raw.chunks(4096 + caller).collect();
+                    parity::digests(&self.all, &chunks).unwrap();
+                    parity::boundaries(&self.all, &raw, &CdcParams::default()).unwrap();
+                });
+            }
+        });
+    }
 }
 
 /// Seeded uniformly random bytes.
@@ -295,6 +313,13 @@ macro_rules! device_backend_tests {
         fn tensor_cases() {
             if let Some(backends) = device_backends() {
                 backends.tensor_cases();
+            }
+        }
+
+        #[test]
+        fn concurrent_cases() {
+            if let Some(backends) = device_backends() {
+                backends.concurrent_cases();
             }
         }
 

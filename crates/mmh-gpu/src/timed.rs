@@ -54,6 +54,17 @@ impl<D: Device> Device for Timed<D> {
         self.device.info()
     }
 
+    fn new_stream(&self) -> Result<Self, Error> {
+        Ok(Timed::new(
+            self.device.new_stream()?,
+            Arc::clone(&self.stages),
+        ))
+    }
+
+    fn free_memory(&self) -> Option<u64> {
+        self.device.free_memory()
+    }
+
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<D::Buffer<T>, Error> {
         self.count(&self.stages.transfer, || self.device.upload(data))
     }

@@ -13,6 +13,7 @@
 
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::Arc;
 
 use mmh_gpu::{Access, Arg, DeviceInfo, Error, Scalar, kernels};
 use opencl3::command_queue::CommandQueue;
@@ -61,6 +62,12 @@ pub(crate) fn devices() -> Result<Vec<(DeviceInfo, Device)>, Error> {
     Ok(found)
 }
 
+/// An in-order command queue on the device of `context`.
+fn new_queue(context: &Context, info: &DeviceInfo) -> Result<CommandQueue, Error> {
+    CommandQueue::create_default_with_properties(context, 0, 0)
+        .map_err(failed("clCreateCommandQueue", &info.name))
+}
+
 /// Wraps an OpenCL error code with the call and the device's name.
 fn failed(call: &'static str, device: &str) -> impl Fn(ClError) -> Error + use<> {
     let device = device.to_owned();
@@ -72,21 +79,21 @@ fn failed(call: &'static str, device: &str) -> impl Fn(ClError) -> Error + use<>
     }
 }
 
-/// One OpenCL device, ready to run every kernel: its context, an in-order queue and the
-/// programs built from [`kernels::SOURCES`], in that order.
+/// One command queue on an OpenCL device, ready to run every kernel: its in-order queue,
+/// and the context and the programs built from [`kernels::SOURCES`] (in that order),
+/// which the device's queues share.
 pub struct OpenClDevice {
     info: DeviceInfo,
-    context: Context,
+    context: Arc<Context>,
     queue: CommandQueue,
-    programs: Vec<Program>,
+    programs: Arc<Vec<Program>>,
 }
 
 impl OpenClDevice {
     pub(crate) fn open(info: DeviceInfo, device: &Device) -> Result<OpenClDevice, Error> {
         let context =
             Context::from_device(device).map_err(failed("clCreateContext", &info.name))?;
-        let queue = CommandQueue::create_default_with_properties(&context, 0, 0)
-            .map_err(failed("clCreateCommandQueue", &info.name))?;
+        let queue = new_queue(&context, &info)?;
         let programs = kernels::SOURCES
             .iter()
             .map(|&(kernels, source)| {
@@ -102,9 +109,9 @@ impl OpenClDevice {
             .collect::<Result<_, _>>()?;
         Ok(OpenClDevice {
             info,
-            context,
+            context: Arc::new(context),
             queue,
-            programs,
+            programs: Arc::new(programs),
         })
     }
 
@@ -120,6 +127,15 @@ impl mmh_gpu::Device for OpenClDevice {
 
     fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    fn new_stream(&self) -> Result<Self, Error> {
+        Ok(OpenClDevice {
+            info: self.info.clone(),
+            context: Arc::clone(&self.context),
+            queue: new_queue(&self.context, &self.info)?,
+            programs: Arc::clone(&self.programs),
+        })
     }
 
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<Buffer<T>, Error> {

@@ -17,6 +17,10 @@ impl Device for Flipping {
         self.0.info()
     }
 
+    fn new_stream(&self) -> Result<Self, Error> {
+        self.0.new_stream().map(Flipping)
+    }
+
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<Self::Buffer<T>, Error> {
         self.0.upload(data)
     }
