@@ -15,7 +15,8 @@
 
 // Work-group sizes; the host uses the same numbers.
 #define SPLIT_WG 256
-#define ENCODE_WG 64
+#define PACK_WG 64
+#define COMPACT_WG 64
 #define ASSEMBLE_WG 64
 
 // Words of an encoder table entry, mmh_codecs::gpu::EncSymbol's fields in order.
@@ -103,28 +104,15 @@ tensor_split(__global const uchar *raw, uint values, uint block_values, uint wid
     }
 }
 
-// Per block, given its zero bits and its encoder table from the host: packs the raw
-// fields, rANS-codes the symbols in LANES lanes, and compacts the words into stored order.
-//
-// Packing: a work-item takes 8 values at a time, whose fields fill exactly R bytes, so
-// work-items never share a byte. Coding: work-item j < LANES codes lane j's symbols last
-// to first, as the CPU does; a lane's steps never depend on another lane's, only the
-// order of the words does. Each step leaves its word and whether it was emitted in
-// `emits` (bit 16); stored order is then ascending symbol index (FORMAT.md §7.2: the CPU
-// emits rows last to first and lanes last to first, then reverses the list), which the
-// whole work-group compacts with a prefix sum.
-__kernel __attribute__((reqd_work_group_size(ENCODE_WG, 1, 1))) void
-tensor_encode(__global const uchar *raw, uint values, uint block_values, uint width,
-              uint symbol_bits, uint low_bits, __global const uchar *zero_bits,
-              __global const uint *enc, __global uchar *packed, __global uint *emits,
-              __global ushort *words, __global uint *word_counts, __global uint *states) {
-    __local uint counts[ENCODE_WG];
+// Per block, given its zero bits from the host: packs the raw fields. A work-item takes 8
+// values at a time, whose fields fill exactly R bytes, so work-items never share a byte.
+__kernel __attribute__((reqd_work_group_size(PACK_WG, 1, 1))) void
+tensor_pack(__global const uchar *raw, uint values, uint block_values, uint width,
+            uint low_bits, __global const uchar *zero_bits, __global uchar *packed) {
     uint block = get_group_id(0);
     uint lid = get_local_id(0);
-    uint alphabet = 1u << symbol_bits;
     uint first = block * block_values;
     uint n = min(block_values, values - first);
-
     uint z = zero_bits[block];
     uint kept = low_bits - z;
     uint r = 1 + kept;
@@ -133,7 +121,7 @@ tensor_encode(__global const uchar *raw, uint values, uint block_values, uint wi
     // A block's fields take at most as many bytes as its values.
     __global uchar *pk = packed + (size_t)first * width;
     uint groups = (n + 7) / 8;
-    for (uint g = lid; g < groups; g += ENCODE_WG) {
+    for (uint g = lid; g < groups; g += PACK_WG) {
         ulong acc = 0;
         uint filled = 0;
         uint at = g * r;
@@ -154,27 +142,57 @@ tensor_encode(__global const uchar *raw, uint values, uint block_values, uint wi
             pk[at] = (uchar)acc;
         }
     }
+}
 
-    if (lid < LANES) {
-        __global const uint *table = enc + (size_t)block * alphabet * ENC_WORDS;
-        uint x = STATE_LOW;
-        uint steps = n > lid ? (n - lid + LANES - 1) / LANES : 0;
-        for (uint c = steps; c > 0; c--) {
-            uint i = (c - 1) * LANES + lid;
-            ulong v = load_value(raw, first + i, width);
-            __global const uint *e =
-                table + ((uint)(v >> low_bits) & (alphabet - 1)) * ENC_WORDS;
-            uint emit = x >= e[ENC_X_MAX] ? 1 : 0;
-            emits[first + i] = (x & 0xFFFF) | (emit << 16);
-            x >>= 16 * emit;
-            uint q = (uint)(((ulong)x * e[ENC_RCP_FREQ]) >> e[ENC_RCP_SHIFT]);
-            x += e[ENC_BIAS] + q * e[ENC_CMPL_FREQ];
-        }
-        states[block * LANES + lid] = x;
+// One work-item per lane of every block (LANES consecutive work-items per block, so that a
+// work-group codes several blocks and every work-item has a lane): codes the lane's
+// symbols last to first with the block's encoder table from the host, as the CPU does.
+// A lane's steps never depend on another lane's, only the order of the words does: each
+// step leaves its word and whether it was emitted in `emits` (bit 16), for
+// tensor_compact, and the lane's final state in `states`.
+__kernel void tensor_encode_lanes(__global const uchar *raw, uint values, uint block_values,
+                                  uint width, uint symbol_bits, uint low_bits,
+                                  __global const uint *enc, __global uint *emits,
+                                  __global uint *states) {
+    uint id = get_global_id(0);
+    uint block = id / LANES;
+    uint lane = id % LANES;
+    uint first = block * block_values;
+    // The host rounds the work-items up to whole work-groups; no barrier follows.
+    if (first >= values) {
+        return;
     }
-    barrier(CLK_GLOBAL_MEM_FENCE);
+    uint n = min(block_values, values - first);
+    uint alphabet = 1u << symbol_bits;
+    __global const uint *table = enc + (size_t)block * alphabet * ENC_WORDS;
+    uint x = STATE_LOW;
+    uint steps = n > lane ? (n - lane + LANES - 1) / LANES : 0;
+    for (uint c = steps; c > 0; c--) {
+        uint i = (c - 1) * LANES + lane;
+        ulong v = load_value(raw, first + i, width);
+        __global const uint *e = table + ((uint)(v >> low_bits) & (alphabet - 1)) * ENC_WORDS;
+        uint emit = x >= e[ENC_X_MAX] ? 1 : 0;
+        emits[first + i] = (x & 0xFFFF) | (emit << 16);
+        x >>= 16 * emit;
+        uint q = (uint)(((ulong)x * e[ENC_RCP_FREQ]) >> e[ENC_RCP_SHIFT]);
+        x += e[ENC_BIAS] + q * e[ENC_CMPL_FREQ];
+    }
+    states[block * LANES + lane] = x;
+}
 
-    uint per = (n + ENCODE_WG - 1) / ENCODE_WG;
+// Per block: the emitted words in stored order, which is ascending symbol index
+// (FORMAT.md §7.2: the CPU emits rows last to first and lanes last to first, then
+// reverses the list). Each work-item takes a run of the block's steps; a prefix sum of
+// the runs' counts says where its words go.
+__kernel __attribute__((reqd_work_group_size(COMPACT_WG, 1, 1))) void
+tensor_compact(uint values, uint block_values, __global const uint *emits,
+               __global ushort *words, __global uint *word_counts) {
+    __local uint counts[COMPACT_WG];
+    uint block = get_group_id(0);
+    uint lid = get_local_id(0);
+    uint first = block * block_values;
+    uint n = min(block_values, values - first);
+    uint per = (n + COMPACT_WG - 1) / COMPACT_WG;
     uint lo = min(n, lid * per);
     uint hi = min(n, lo + per);
     uint count = 0;
@@ -194,7 +212,7 @@ tensor_encode(__global const uchar *raw, uint values, uint block_values, uint wi
             w[at++] = (ushort)e;
         }
     }
-    if (lid == ENCODE_WG - 1) {
+    if (lid == COMPACT_WG - 1) {
         word_counts[block] = at;
     }
 }

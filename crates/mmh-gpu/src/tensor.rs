@@ -3,8 +3,9 @@
 //! Encoding runs in two passes over each batch of blocks, the values uploaded once:
 //! `tensor_split` gives each block's OR of low mantissa bits and symbol histogram; the
 //! host turns those into zero bits, frequencies and encoder constants with
-//! [`mmh_codecs::gpu`] (the CPU codec's own functions); `tensor_encode` packs the raw
-//! bits and runs the rANS lanes. The host lays out the payload from the parts with
+//! [`mmh_codecs::gpu`] (the CPU codec's own functions); `tensor_pack` packs the raw
+//! bits, `tensor_encode_lanes` runs the rANS lanes (one work-item per lane, several blocks
+//! per work-group) and `tensor_compact` puts each block's words in stored order. The host lays out the payload from the parts with
 //! [`gpu::write_payload`], so it is the CPU's byte for byte. Decoding checks the whole
 //! payload on the host first ([`gpu::read_payload`]), then `tensor_decode_lanes` decodes
 //! the symbols and `tensor_assemble` rebuilds the values.
@@ -19,8 +20,12 @@ use crate::{Access, Arg, Device, Error, Scalar, room};
 
 /// Work-group sizes, as `tensor.cl` defines them.
 const SPLIT_WG: usize = 256;
-const ENCODE_WG: usize = 64;
+const PACK_WG: usize = 64;
+const COMPACT_WG: usize = 64;
 const ASSEMBLE_WG: usize = 64;
+/// Work-items of a `tensor_encode_lanes` work-group, LANES per block: 8 blocks' lanes
+/// keep two warps busy, where one work-group per block would leave most of a warp idle.
+const LANES_WG: usize = 64;
 /// Words of a block's decode parameters (`P_WORDS` in `tensor.cl`).
 const PARAM_WORDS: usize = 6 + LANES;
 /// Words of an encoder table entry (`ENC_WORDS`).
@@ -141,27 +146,42 @@ fn encode_batch<D: Device>(
     }
 
     let zero_buf = upload(gpu, &zero_bits)?;
-    let table_buf = upload(gpu, &table)?;
     let packed = scratch::<D, u8>(gpu, raw.len())?;
+    let args = [
+        Arg::Mem(D::mem(&raw_buf)),
+        Arg::U32(values as u32),
+        Arg::U32(BLOCK_VALUES as u32),
+        Arg::U32(width as u32),
+        Arg::U32(low_bits),
+        Arg::Mem(D::mem(&zero_buf)),
+        Arg::Mem(D::mem(&packed)),
+    ];
+    run(gpu, "tensor_pack", blocks, PACK_WG, &args)?;
+
+    let table_buf = upload(gpu, &table)?;
     let emits = scratch::<D, u32>(gpu, values)?;
-    let words = scratch::<D, u16>(gpu, values)?;
-    let word_counts = scratch::<D, u32>(gpu, blocks)?;
     let states = scratch::<D, u32>(gpu, blocks * LANES)?;
     let mut args = vec![Arg::Mem(D::mem(&raw_buf))];
     args.extend(common);
-    args.extend(
-        [
-            D::mem(&zero_buf),
-            D::mem(&table_buf),
-            D::mem(&packed),
-            D::mem(&emits),
-            D::mem(&words),
-            D::mem(&word_counts),
-            D::mem(&states),
-        ]
-        .map(Arg::Mem),
-    );
-    run(gpu, "tensor_encode", blocks, ENCODE_WG, &args)?;
+    args.extend([&table_buf, &emits, &states].map(|buffer| Arg::Mem(D::mem(buffer))));
+    run(
+        gpu,
+        "tensor_encode_lanes",
+        (blocks * LANES).div_ceil(LANES_WG),
+        LANES_WG,
+        &args,
+    )?;
+
+    let words = scratch::<D, u16>(gpu, values)?;
+    let word_counts = scratch::<D, u32>(gpu, blocks)?;
+    let args = [
+        Arg::U32(values as u32),
+        Arg::U32(BLOCK_VALUES as u32),
+        Arg::Mem(D::mem(&emits)),
+        Arg::Mem(D::mem(&words)),
+        Arg::Mem(D::mem(&word_counts)),
+    ];
+    run(gpu, "tensor_compact", blocks, COMPACT_WG, &args)?;
 
     let mut block_words = vec![0u32; blocks];
     download(gpu, &word_counts, &mut block_words)?;
