@@ -8,6 +8,10 @@
 // the handful of built-in functions defined below. The same source on every backend is
 // what makes their output the same bytes.
 
+// Where a warp primitive does in one instruction what OpenCL C 1.2 needs local memory and
+// a barrier for, a kernel may take it under `#ifdef MMH_CUDA`, computing the same numbers.
+#define MMH_CUDA 1
+
 typedef unsigned char uchar;
 typedef unsigned short ushort;
 typedef unsigned int uint;

@@ -34,8 +34,11 @@
 #define P_RAW_AT 3
 #define P_WORDS_AT 4
 #define P_WORD_COUNT 5
-#define P_STATES 6
+#define P_PACKED_FIRST 6
+#define P_STATES 7
 #define P_WORDS (P_STATES + LANES)
+// P_PACKED_FIRST of a block whose slots are not packed.
+#define NOT_PACKED 0xFFFFFFFFu
 
 // A block's decode status.
 #define OK 0
@@ -82,7 +85,17 @@ tensor_split(__global const uchar *raw, uint values, uint block_values, uint wid
     for (uint i = lid; i < n; i += SPLIT_WG) {
         ulong v = load_value(raw, first + i, width);
         ones |= v & low_mask;
-        atomic_inc(&hist[(uint)(v >> low_bits) & (alphabet - 1)]);
+        uint symbol = (uint)(v >> low_bits) & (alphabet - 1);
+#ifdef MMH_CUDA
+        // Weights' exponents crowd into few symbols, so many work-items of a warp add to
+        // the same counter: one of each group of equal symbols adds the group's size.
+        uint peers = __match_any_sync(__activemask(), symbol);
+        if ((threadIdx.x & 31) == (uint)(__ffs(peers) - 1)) {
+            atomicAdd(&hist[symbol], __popc(peers));
+        }
+#else
+        atomic_inc(&hist[symbol]);
+#endif
     }
     or_lo[lid] = (uint)ones;
     or_hi[lid] = (uint)(ones >> 32);
@@ -199,12 +212,28 @@ tensor_compact(uint values, uint block_values, __global const uint *emits,
     for (uint i = lo; i < hi; i++) {
         count += emits[first + i] >> 16;
     }
+#ifdef MMH_CUDA
+    // A scan within each warp by shuffles, then the warps' totals before it.
+    uint lane = lid & 31;
+    uint scan = count;
+    for (uint d = 1; d < 32; d <<= 1) {
+        uint below = __shfl_up_sync(0xFFFFFFFFu, scan, d);
+        scan += lane >= d ? below : 0;
+    }
+    counts[lid] = scan;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint at = scan - count;
+    for (uint w = 32; w <= lid; w += 32) {
+        at += counts[w - 1];
+    }
+#else
     counts[lid] = count;
     barrier(CLK_LOCAL_MEM_FENCE);
     uint at = 0;
     for (uint l = 0; l < lid; l++) {
         at += counts[l];
     }
+#endif
     __global ushort *w = words + first;
     for (uint i = lo; i < hi; i++) {
         uint e = emits[first + i];
@@ -218,20 +247,27 @@ tensor_compact(uint values, uint block_values, __global const uint *emits,
 }
 
 // Per block: decodes the symbols, one work-item per lane. The slot table is built in
-// local memory from the block's (cumulative << 16 | frequency) per symbol. In each row of
-// LANES symbols, the lanes that refill take the next words in lane order: each finds its
-// word with a prefix count of the refilling lanes before it. Word reads are checked
-// against the block's word count (the host has checked that those words lie in the
-// stored bytes), and the status says how the block ended, as the CPU would report it.
+// local memory from the block's (cumulative << 16 | frequency) per symbol, one word a
+// slot (16 KiB, so that more blocks fit a GPU's local memory at once than with separate
+// symbol and step tables): when the host found the block packable (its symbols span fewer
+// than 512 and none passes 2048, mmh_codecs::gpu::packable), a slot holds the symbol less
+// the first one (9 bits), its frequency (12) and the slot's offset in it (11), as the CPU's
+// SIMD decoder packs them; otherwise the symbol and the offset (12 bits each), and the
+// frequency comes from the block's table. In each row of LANES symbols, the lanes that
+// refill take the next words in lane order: each finds its word with a prefix count of
+// the refilling lanes before it. Word reads are checked against the block's word count
+// (the host has checked that those words lie in the stored bytes), and the status says
+// how the block ended, as the CPU would report it.
 __kernel __attribute__((reqd_work_group_size(LANES, 1, 1))) void
 tensor_decode_lanes(__global const uchar *stored, __global const uint *params,
                     __global const uint *tables, uint alphabet, __global ushort *symbols,
                     __global uint *status) {
-    __local ushort sym[PROB_SCALE];
-    __local uint step[PROB_SCALE];
+    __local uint slots[PROB_SCALE];
+#ifndef MMH_CUDA
     // Two rows' refill flags, so that one barrier a row suffices: a lane writes row r + 1's
     // flags while another may still read row r's.
     __local uint need[2][LANES];
+#endif
     __local uint ends[LANES];
     uint block = get_group_id(0);
     uint j = get_local_id(0);
@@ -240,15 +276,17 @@ tensor_decode_lanes(__global const uchar *stored, __global const uint *params,
     uint first = p[P_FIRST];
     uint words_at = p[P_WORDS_AT];
     uint count = p[P_WORD_COUNT];
+    uint packed_first = p[P_PACKED_FIRST];
+    uint packed = packed_first != NOT_PACKED;
 
     __global const uint *t = tables + (size_t)block * alphabet;
     for (uint s = j; s < alphabet; s += LANES) {
         uint e = t[s];
         uint f = e & 0xFFFF;
         uint c = e >> 16;
+        uint entry = packed ? ((s - packed_first) << 23) | (f << 11) : s << 12;
         for (uint k = 0; k < f; k++) {
-            sym[c + k] = (ushort)s;
-            step[c + k] = (f << 16) | k;
+            slots[c + k] = entry | k;
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -260,9 +298,26 @@ tensor_decode_lanes(__global const uchar *stored, __global const uint *params,
     for (uint row = 0; row < rows; row++) {
         uint i = row * LANES + j;
         uint slot = x & (PROB_SCALE - 1);
-        uint e = step[slot];
-        uint y = (e >> 16) * (x >> PROB_BITS) + (e & 0xFFFF);
+        uint e = slots[slot];
+        uint s, f, k;
+        if (packed) {
+            s = (e >> 23) + packed_first;
+            f = (e >> 11) & 0xFFF;
+            k = e & 0x7FF;
+        } else {
+            s = e >> 12;
+            f = t[s] & 0xFFFF;
+            k = e & 0xFFF;
+        }
+        uint y = f * (x >> PROB_BITS) + k;
         uint refill = (i < n && y < STATE_LOW) ? 1 : 0;
+#ifdef MMH_CUDA
+        // The block's lanes are one warp: a ballot gives every lane the refill flags of
+        // the row at once, without local memory or a barrier.
+        uint refills = __ballot_sync(0xFFu, refill);
+        uint before = __popc(refills & ((1u << j) - 1));
+        uint total = __popc(refills);
+#else
         need[row & 1][j] = refill;
         barrier(CLK_LOCAL_MEM_FENCE);
         uint before = 0;
@@ -272,6 +327,7 @@ tensor_decode_lanes(__global const uchar *stored, __global const uint *params,
             total += b;
             before += l < j ? b : 0;
         }
+#endif
         if (i < n) {
             uint w = 0;
             uint at = next + before;
@@ -284,7 +340,7 @@ tensor_decode_lanes(__global const uchar *stored, __global const uint *params,
                 }
             }
             x = refill ? (y << 16) | w : y;
-            symbols[first + i] = sym[slot];
+            symbols[first + i] = (ushort)s;
         }
         next += total;
     }

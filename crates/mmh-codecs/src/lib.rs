@@ -82,7 +82,9 @@ pub use tensor::{BLOCK_VALUES, FloatKind};
 /// layout and every check of a payload before decoding). FORMAT.md §7.1 and §7.2 give the
 /// layout; the doc comments here say what each part holds.
 pub mod gpu {
-    pub use crate::rans::{EncSymbol, LANES, PROB_BITS, STATE_LOW, encoder_table, normalize};
+    pub use crate::rans::{
+        EncSymbol, LANES, PROB_BITS, STATE_LOW, encoder_table, normalize, packable,
+    };
     pub use crate::tensor::{
         BlockToDecode, EncodedBlock, Payload, read_payload, write_payload, zero_bits,
     };

@@ -259,10 +259,10 @@ impl Default for DecodeScratch {
     }
 }
 
-/// The first symbol with a frequency, when `freqs` fit the packed table: none passes
-/// 2048 and those with a frequency span at most 512 symbols.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn packable(freqs: &[u32]) -> Option<u32> {
+/// The first symbol with a frequency, when `freqs` fit the packed decoding table (one
+/// 32-bit word a slot, which the SIMD and GPU decoders read): none passes 2048 and those
+/// with a frequency span at most 512 symbols.
+pub fn packable(freqs: &[u32]) -> Option<u32> {
     let first = freqs.iter().position(|&f| f > 0)?;
     let last = freqs.iter().rposition(|&f| f > 0)?;
     let fits = last - first < 512 && freqs[first..=last].iter().all(|&f| f <= 2048);

@@ -27,7 +27,9 @@ const ASSEMBLE_WG: usize = 64;
 /// keep two warps busy, where one work-group per block would leave most of a warp idle.
 const LANES_WG: usize = 64;
 /// Words of a block's decode parameters (`P_WORDS` in `tensor.cl`).
-const PARAM_WORDS: usize = 6 + LANES;
+const PARAM_WORDS: usize = 7 + LANES;
+/// A block's `P_PACKED_FIRST` when its decoding table is not packed (`NOT_PACKED`).
+const NOT_PACKED: u32 = u32::MAX;
 /// Words of an encoder table entry (`ENC_WORDS`).
 const ENC_WORDS: usize = 5;
 
@@ -323,6 +325,7 @@ fn decode_batch<D: Device>(
             (offset_in(stored, block.raw_bits) - start) as u32,
             (offset_in(stored, block.words) - start) as u32,
             (block.words.len() / 2) as u32,
+            gpu::packable(&block.freqs).unwrap_or(NOT_PACKED),
         ]);
         params.extend(block.states);
         let mut cum = 0;
