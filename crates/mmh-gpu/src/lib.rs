@@ -6,8 +6,10 @@
 //! Sharing the host side means the OpenCL tests, which run for real on PoCL in CI,
 //! exercise every line that the CUDA backend runs besides its own few calls.
 //!
-//! [`GpuAccelerator`] is the backend over one or more devices: batches are spread over
-//! all of them, and sized from each device's memory. Its output is byte-identical to
+//! [`GpuAccelerator`] is the backend over one or more devices, with
+//! [`STREAMS_PER_DEVICE`] streams on each: concurrent callers take different streams, so
+//! one's copies overlap another's kernels; batches are spread over all of them, and sized
+//! from the memory each device has free. Its output is byte-identical to
 //! [`mmh_codecs::CpuAccelerator`]'s, which [`mmh_codecs::parity`] and
 //! [`device_backend_tests!`] check for every backend.
 #![deny(missing_docs)]
@@ -168,10 +170,14 @@ impl<D: Device> std::fmt::Debug for GpuAccelerator<D> {
 /// Where a device backend's time went ([`GpuAccelerator::take_stage_times`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimes {
-    /// Copies to and from devices, and allocations.
+    /// Copies to and from devices, and allocations: the time at least one stream spent
+    /// in them.
     pub transfer: Duration,
-    /// Kernels, from launch until done.
+    /// Kernels, from launch until done, likewise.
     pub kernels: Duration,
+    /// The time at least one stream was copying or running a kernel: less than their sum
+    /// when one stream's copies overlapped another's kernels.
+    pub busy: Duration,
 }
 
 /// The default batch limit: large enough that a launch costs little next to its
@@ -264,9 +270,9 @@ impl<D: Device> GpuAccelerator<D> {
         }
     }
 
-    /// Time the devices spent since the last call, all devices together: copying to and
-    /// from them (allocations included), and running kernels (launch to finish). The rest
-    /// of a call's time is the host's.
+    /// Time the devices spent since the last call, all streams of all devices together:
+    /// copying to and from them (allocations included), running kernels (launch to
+    /// finish), and either. The rest of a call's time is the host's.
     pub fn take_stage_times(&self) -> StageTimes {
         self.stages.take()
     }

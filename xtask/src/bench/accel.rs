@@ -10,8 +10,8 @@
 //! best of [`RUNS`], one thread of calls (the CPU backend's digests use every core).
 //!
 //! Device backends count where their time goes (`GpuAccelerator::take_stage_times`):
-//! copies to and from the device, and kernels from launch to finish; the rest of a call is
-//! the host's (payload layout, tables, the CDC walk). The bound column names the largest
+//! copies to and from the device, and kernels from launch to finish, as wall time during
+//! which at least one stream was in them; the rest of a call is the host's (payload layout, tables, the CDC walk). The bound column names the largest
 //! of those, or "read" for an end-to-end row that reading its input from the page cache
 //! would hold back; on the CPU backend everything is "host".
 
@@ -250,10 +250,14 @@ fn rows(
      -> Result<AccelRow> {
         let (best, runs_s, times) = timed(stages, call)?;
         let wall: f64 = runs_s.iter().sum();
-        let (transfer, kernels) = times.map_or((0.0, 0.0), |t| {
-            (t.transfer.as_secs_f64(), t.kernels.as_secs_f64())
+        let (transfer, kernels, busy) = times.map_or((0.0, 0.0, 0.0), |t| {
+            (
+                t.transfer.as_secs_f64(),
+                t.kernels.as_secs_f64(),
+                t.busy.as_secs_f64(),
+            )
         });
-        let host = (wall - transfer - kernels).max(0.0);
+        let host = (wall - busy).max(0.0);
         let pct = |part: f64| 100.0 * part / wall.max(1e-12);
         let mb_s = bytes as f64 / 1e6 / best;
         let stage = [(transfer, "transfer"), (kernels, "kernels"), (host, "host")]
@@ -384,9 +388,11 @@ pub fn markdown(results: &[AccelResult]) -> String {
          tensor codec in 4 MiB frames), and a safetensors file of them folded and unfolded \
          through `mmh_dir`. MB/s = 10^6 input bytes per second, best of {RUNS} after a warm-up. \
          \"same as CPU\": the output is the CPU backend's bytes (for decode and unfold: the input \
-         back). transfer / kernels / host: shares of the timed runs' time on the device's copies \
-         (and allocations), its kernels (launch to finish), and the rest; bound: the largest, or \
-         \"read\" when reading the file from the page cache is slower than the row.\n"
+         back). transfer / kernels: shares of the timed runs' time during which at least one \
+         of the device's streams was copying (allocations included) or running a kernel (launch \
+         to finish); one stream's copies may overlap another's kernels, so the two may add up \
+         to more than 100%. host: the time neither was. bound: the largest, or \"read\" when \
+         reading the file from the page cache is slower than the row.\n"
     );
     s.push_str(
         "| backend | operation | MB/s | same as CPU | transfer | kernels | host | bound |\n",
