@@ -1,12 +1,13 @@
 //! The tensor codec's blocks on the device (`kernels/tensor.cl`).
 //!
-//! Encoding runs in two passes over each batch of blocks, the values uploaded once:
-//! `tensor_split` gives each block's OR of low mantissa bits and symbol histogram; the
-//! host turns those into zero bits, frequencies and encoder constants with
-//! [`mmh_codecs::gpu`] (the CPU codec's own functions); `tensor_pack` packs the raw
-//! bits, `tensor_encode_lanes` runs the rANS lanes (one work-item per lane, several blocks
-//! per work-group) and `tensor_compact` puts each block's words in stored order. The host lays out the payload from the parts with
-//! [`gpu::write_payload`], so it is the CPU's byte for byte. Decoding checks the whole
+//! Encoding makes two trips to the host over each batch of blocks, the values uploaded
+//! once: `tensor_split` gives each block's OR of low mantissa bits and symbol histogram;
+//! the host turns those into zero bits, frequencies and encoder constants with
+//! [`mmh_codecs::gpu`] (the CPU codec's own functions); `tensor_pack` packs the raw bits,
+//! `tensor_encode_lanes` runs the rANS lanes (one work-item per lane, several blocks per
+//! work-group) and `tensor_compact` puts each block's words in stored order. The host lays
+//! out the payload from the parts with [`gpu::write_payload`], so it is the CPU's byte for
+//! byte. Decoding checks the whole
 //! payload on the host first ([`gpu::read_payload`]), then `tensor_decode_lanes` decodes
 //! the symbols and `tensor_assemble` rebuilds the values.
 
